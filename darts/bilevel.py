@@ -1,0 +1,159 @@
+"""The bilevel step of DARTS (Liu et al., 2019, Sec. 2.3): an α step on the validation loss, then a weight step.
+
+First order sets ∇α L_val(w, α) as α's gradient. Second order differentiates through one unrolled SGD step
+w' = w − ξ ∇w L_train(w, α) (Eq. 6-7):
+
+    ∇α L_val(w', α) − ξ ∇²_{α,w} L_train(w, α) · ∇w' L_val(w', α)
+
+and the Hessian-vector product is either the paper's central finite difference (Eq. 8, radius
+ε = 0.01 / ‖∇w' L_val‖) or exact, by double backward. The unrolled weights are plain tensors passed through
+``torch.func.functional_call``: the model is never copied or rebuilt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from .errors import NonFiniteLossError
+
+ORDERS = ("first", "second")
+HVPS = ("finite-difference", "exact")
+
+
+@dataclass
+class StepStats:
+    """Losses of one bilevel step (Python floats, read once per step)."""
+
+    val_loss: float
+    train_loss: float
+    train_correct: int
+    train_count: int
+
+
+def _check_finite(value: torch.Tensor, what: str) -> float:
+    v = float(value)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise NonFiniteLossError(f"{what} is {v}")
+    return v
+
+
+class BilevelOptimizer:
+    """Alternating α and weight updates on a :class:`darts.search.Supernet`.
+
+    Args:
+        model: the supernet (``arch_parameters()``, ``named_weight_parameters()``, ``forward(x) -> logits``).
+        criterion: loss ``(logits, targets) -> scalar``.
+        w_optimizer: SGD over ``model.weight_parameters()`` (its momentum buffers enter the unrolled step).
+        a_optimizer: optimizer over ``model.arch_parameters()`` (Adam in the paper).
+        order: ``first`` or ``second``.
+        hvp: ``finite-difference`` (Eq. 8) or ``exact`` (double backward), for second order.
+        grad_clip: max global norm of the weight gradient in the weight step (5 in the paper).
+        fd_radius: the finite-difference radius is ``fd_radius / ‖∇w' L_val‖`` (0.01 in the paper).
+    """
+
+    def __init__(self, model: nn.Module, criterion, w_optimizer: torch.optim.SGD, a_optimizer: torch.optim.Optimizer,
+                 order: str = "first", hvp: str = "finite-difference", grad_clip: float = 5.0,
+                 fd_radius: float = 0.01):
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        if hvp not in HVPS:
+            raise ValueError(f"hvp must be one of {HVPS}, got {hvp!r}")
+        self.model, self.criterion = model, criterion
+        self.w_optimizer, self.a_optimizer = w_optimizer, a_optimizer
+        self.order, self.hvp, self.grad_clip, self.fd_radius = order, hvp, grad_clip, fd_radius
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _loss_at(self, weights: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x, y):
+        """L(weights, α) on (x, y); α are the model's own parameters, so gradients reach them."""
+        return self.criterion(functional_call(self.model, {**weights, **buffers}, (x,)), y)
+
+    def _sgd_hyper(self):
+        g = self.w_optimizer.param_groups[0]
+        return g["momentum"], g["weight_decay"]
+
+    # -- α gradient -----------------------------------------------------------------------------------
+    def arch_gradient(self, train_batch, val_batch, xi: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The α gradient of the current order, and the validation loss (at w for first order, at w')."""
+        alphas = self.model.arch_parameters()
+        x_val, y_val = val_batch
+        if self.order == "first":
+            loss = self.criterion(self.model(x_val), y_val)
+            return list(torch.autograd.grad(loss, alphas)), loss.detach()
+
+        names, W = zip(*self.model.named_weight_parameters())
+        # Copies of the BN buffers: the unrolled and finite-difference passes must not move the running stats.
+        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        x_tr, y_tr = train_batch
+        exact = self.hvp == "exact"
+
+        # Eq. 6: one SGD step with the optimizer's momentum and weight decay, w' = w − ξ(μ v + ∇w L_train + λ w).
+        loss_tr = self._loss_at(dict(zip(names, W)), buffers, x_tr, y_tr)
+        _check_finite(loss_tr.detach(), "training loss of the unrolled step")
+        g_w = torch.autograd.grad(loss_tr, W, create_graph=exact)
+        mu, wd = self._sgd_hyper()
+        unrolled = {}
+        with torch.no_grad():
+            for n, w, g in zip(names, W, g_w):
+                buf = self.w_optimizer.state.get(w, {}).get("momentum_buffer")
+                step = g + wd * w if buf is None else mu * buf + g + wd * w
+                unrolled[n] = (w - xi * step).requires_grad_(True)
+
+        # Eq. 7, first term: gradients of L_val at (w', α).
+        loss_val = self._loss_at(unrolled, buffers, x_val, y_val)
+        grads = torch.autograd.grad(loss_val, [*alphas, *unrolled.values()])
+        d_alpha, d_w = grads[: len(alphas)], grads[len(alphas) :]
+
+        # Eq. 7, second term: ∇²_{α,w} L_train(w, α) · d_w.
+        if exact:
+            dot = sum((g * v).sum() for g, v in zip(g_w, d_w))
+            hvp = torch.autograd.grad(dot, alphas)
+        else:
+            hvp = self._finite_difference_hvp(names, W, d_w, buffers, x_tr, y_tr)
+        return [da - xi * h for da, h in zip(d_alpha, hvp)], loss_val.detach()
+
+    def _finite_difference_hvp(self, names, W, v, buffers, x, y):
+        """Eq. 8: (∇α L_train(w + εv) − ∇α L_train(w − εv)) / 2ε with ε = fd_radius / ‖v‖."""
+        alphas = self.model.arch_parameters()
+        norm = torch.sqrt(sum((t * t).sum() for t in v))
+        eps = self.fd_radius / norm
+        out = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                shifted = {n: w + sign * eps * t for n, w, t in zip(names, W, v)}
+            out.append(torch.autograd.grad(self._loss_at(shifted, buffers, x, y), alphas))
+        return [(gp - gn) / (2 * eps) for gp, gn in zip(*out)]
+
+    # -- the two steps --------------------------------------------------------------------------------
+    def arch_step(self, train_batch, val_batch, xi: float) -> float:
+        """One α update (α only; the weights are not touched). ``xi`` is the weights' current learning rate."""
+        grads, loss = self.arch_gradient(train_batch, val_batch, xi)
+        val = _check_finite(loss, "validation loss")
+        for a, g in zip(self.model.arch_parameters(), grads):
+            if not torch.isfinite(g).all():
+                raise NonFiniteLossError("α gradient is not finite")
+            a.grad = g
+        self.a_optimizer.step()
+        return val
+
+    def weight_step(self, train_batch) -> tuple[float, int]:
+        """One SGD step on the weights (α untouched). Returns (loss, number of correct predictions)."""
+        x, y = train_batch
+        weights = self.model.weight_parameters()
+        logits = self.model(x)
+        loss = self.criterion(logits, y)
+        self.w_optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=weights)  # no α gradient is computed or accumulated here
+        value = _check_finite(loss.detach(), "training loss")
+        norm = nn.utils.clip_grad_norm_(weights, self.grad_clip)
+        _check_finite(norm, "weight gradient norm")
+        self.w_optimizer.step()
+        return value, int((logits.argmax(1) == y).sum())
+
+    def step(self, train_batch, val_batch, xi: float) -> StepStats:
+        """The DARTS iteration (Alg. 1): α step on a validation batch, then weight step on a training batch."""
+        val_loss = self.arch_step(train_batch, val_batch, xi)
+        train_loss, correct = self.weight_step(train_batch)
+        return StepStats(val_loss, train_loss, correct, int(train_batch[1].numel()))

@@ -1,0 +1,251 @@
+"""Typed run configurations and the command line generated from them.
+
+Each field of :class:`SearchConfig` / :class:`FinalConfig` becomes a flag (``arch_lr`` ↔ ``--arch-lr``) with its
+help text from the field's metadata. Fields whose default is ``None`` take a per-data-set preset (the DARTS
+paper's values for CIFAR, small ones for the embedded digits set) when the user does not set them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+
+from .errors import ConfigError
+from .ops import DARTS_PRIMITIVES
+
+DATASETS = ("digits", "cifar10", "cifar100", "folder", "synthetic")
+
+
+def _f(default, help: str, choices=None, metavar=None, positive=False, nonneg=False):
+    return field(default=default, metadata=dict(help=help, choices=choices, metavar=metavar, positive=positive,
+                                                nonneg=nonneg))
+
+
+@dataclass
+class SearchConfig:
+    """Everything a search run needs; written to ``RUN_DIR/config.json``."""
+
+    dataset: str = _f("digits", "data set: the embedded UCI digits (offline default), CIFAR, an ImageFolder tree, "
+                      "or random tensors", choices=DATASETS)
+    data: str | None = _f(None, "data directory (CIFAR root, or the ImageFolder tree)", metavar="DIR")
+    download: bool = _f(False, "download CIFAR into --data if missing (needs internet)")
+    image_size: int = _f(32, "resize ImageFolder images to this size", positive=True)
+    epochs: int | None = _f(None, "search epochs (cifar: 50, digits: 6)", positive=True)
+    batch_size: int | None = _f(None, "batch size of both splits (cifar: 64, digits: 64)", positive=True)
+    train_portion: float = _f(0.5, "fraction of the training set used for weights; the rest trains α")
+    lr: float = _f(0.025, "initial weight learning rate (SGD, cosine schedule)", positive=True)
+    lr_min: float = _f(0.001, "final weight learning rate", nonneg=True)
+    momentum: float = _f(0.9, "SGD momentum", nonneg=True)
+    weight_decay: float = _f(3e-4, "SGD weight decay", nonneg=True)
+    grad_clip: float = _f(5.0, "clip the weight gradient to this global norm", positive=True)
+    arch_lr: float = _f(3e-4, "α learning rate (Adam)", positive=True)
+    arch_beta1: float = _f(0.5, "α Adam beta1", nonneg=True)
+    arch_beta2: float = _f(0.999, "α Adam beta2", nonneg=True)
+    arch_weight_decay: float = _f(1e-3, "α weight decay", nonneg=True)
+    init_channels: int | None = _f(None, "channels of the first cell (cifar: 16, digits: 8)", positive=True)
+    layers: int | None = _f(None, "number of cells (cifar: 8, digits: 5)", positive=True)
+    nodes: int = _f(4, "intermediate nodes per cell", positive=True)
+    stem_multiplier: int = _f(3, "stem channels = stem_multiplier * init_channels", positive=True)
+    order: str = _f("first", "first- or second-order α gradient (DARTS Eq. 7)", choices=("first", "second"))
+    hvp: str = _f("finite-difference", "second order: Hessian-vector product by the paper's finite difference "
+                  "(Eq. 8) or exactly by double backward", choices=("finite-difference", "exact"))
+    primitives: tuple[str, ...] = _f(DARTS_PRIMITIVES, "comma-separated op names: the search space, in column "
+                                     "order of α", metavar="OP,OP,...")
+    ops_module: str | None = _f(None, "Python module or .py file that registers extra ops (@register_op)",
+                                metavar="MODULE")
+    max_skip: int | None = _f(None, "keep at most this many skip connections in the derived normal cell "
+                              "(P-DARTS); default: no limit", nonneg=True)
+    seed: int = _f(2, "random seed")
+    out: str | None = _f(None, "run directory (default runs/search-DATASET-TIMESTAMP)", metavar="RUN_DIR")
+    resume: str | None = _f(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
+    device: str = _f("auto", "cpu, cuda, cuda:N, or auto (cuda if available)")
+    kernels: str = _f("auto", "mixed-op implementation (auto: the best for the device)",
+                      choices=("auto", "reference"))
+    num_workers: int | None = _f(None, "data loader worker processes (cifar: 2, in-memory sets: 0)", nonneg=True)
+    progress: bool = _f(True, "show a progress bar with ETA (a line every 30 s when not on a terminal)")
+
+    def validate(self) -> "SearchConfig":
+        _validate_common(self)
+        if not 0.0 < self.train_portion < 1.0:
+            raise ConfigError(f"--train-portion must be strictly between 0 and 1, got {self.train_portion}")
+        if self.lr_min > self.lr:
+            raise ConfigError(f"--lr-min ({self.lr_min}) is larger than --lr ({self.lr})")
+        if not (0 <= self.arch_beta1 < 1 and 0 <= self.arch_beta2 < 1):
+            raise ConfigError("--arch-beta1 and --arch-beta2 must be in [0, 1)")
+        return self
+
+
+@dataclass
+class FinalConfig:
+    """Everything a retraining run needs; written to ``RUN_DIR/config.json``."""
+
+    genotype: str | None = _f(None, "genotype JSON file (a search's RUN_DIR/genotype.json) or DARTS log text",
+                              metavar="FILE")
+    arch: str | None = _f(None, "a published cell from the zoo instead of --genotype ('list' lists them)",
+                          metavar="NAME")
+    dataset: str = _f("digits", "data set (see train_search.py)", choices=DATASETS)
+    data: str | None = _f(None, "data directory", metavar="DIR")
+    download: bool = _f(False, "download CIFAR into --data if missing (needs internet)")
+    imagenet_layout: bool = _f(False, "build NetworkImageNet (224x224, 3 stride-2 stems) for --dataset folder")
+    image_size: int | None = _f(None, "input size for --dataset folder (32; 224 with --imagenet-layout)",
+                                positive=True)
+    epochs: int | None = _f(None, "epochs (cifar: 600, imagenet: 250, digits: 10)", positive=True)
+    batch_size: int | None = _f(None, "batch size (cifar: 96, imagenet: 128, digits: 64)", positive=True)
+    lr: float | None = _f(None, "initial learning rate (cifar: 0.025, imagenet: 0.1)", positive=True)
+    lr_schedule: str | None = _f(None, "cosine to 0 (cifar) or step decay x0.97 per epoch (imagenet)",
+                                 choices=("cosine", "step"))
+    momentum: float = _f(0.9, "SGD momentum", nonneg=True)
+    weight_decay: float | None = _f(None, "weight decay (cifar: 3e-4, imagenet: 3e-5)", nonneg=True)
+    grad_clip: float = _f(5.0, "clip the gradient to this global norm", positive=True)
+    label_smoothing: float | None = _f(None, "label smoothing (imagenet: 0.1, else 0)", nonneg=True)
+    init_channels: int | None = _f(None, "channels of the first cell (cifar: 36, imagenet: 48, digits: 16)",
+                                   positive=True)
+    layers: int | None = _f(None, "number of cells (cifar: 20, imagenet: 14, digits: 8)", positive=True)
+    auxiliary: bool | None = _f(None, "auxiliary head after cell 2*layers//3 (on for cifar/imagenet)")
+    auxiliary_weight: float = _f(0.4, "weight of the auxiliary loss", nonneg=True)
+    cutout: bool | None = _f(None, "cutout augmentation (on for cifar)")
+    cutout_length: int = _f(16, "cutout square side", positive=True)
+    drop_path_prob: float | None = _f(None, "drop path probability, ramped linearly from 0 (cifar: 0.2, "
+                                      "imagenet: 0, digits: 0.1)", nonneg=True)
+    ops_module: str | None = _f(None, "Python module or .py file that registers extra ops", metavar="MODULE")
+    seed: int = _f(0, "random seed")
+    out: str | None = _f(None, "run directory (default runs/final-NAME-TIMESTAMP)", metavar="RUN_DIR")
+    resume: str | None = _f(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
+    device: str = _f("auto", "cpu, cuda, cuda:N, or auto")
+    num_workers: int | None = _f(None, "data loader worker processes (cifar: 2, in-memory sets: 0)", nonneg=True)
+    progress: bool = _f(True, "show a progress bar with ETA")
+
+    def validate(self) -> "FinalConfig":
+        _validate_common(self)
+        if self.resume is None and (self.genotype is None) == (self.arch is None):
+            raise ConfigError("give exactly one of --genotype FILE and --arch NAME")
+        if self.imagenet_layout and self.dataset != "folder":
+            raise ConfigError("--imagenet-layout needs --dataset folder (an ImageNet-style tree)")
+        if self.drop_path_prob is not None and not self.drop_path_prob < 1:
+            raise ConfigError(f"--drop-path-prob must be below 1, got {self.drop_path_prob}")
+        return self
+
+
+# Presets fill fields left at None. Keys: data set name, or "imagenet" for --imagenet-layout.
+SEARCH_PRESETS = {
+    "cifar10": dict(epochs=50, batch_size=64, init_channels=16, layers=8, num_workers=2),
+    "cifar100": dict(epochs=50, batch_size=64, init_channels=16, layers=8, num_workers=2),
+    "folder": dict(epochs=50, batch_size=64, init_channels=16, layers=8, num_workers=2),
+    "synthetic": dict(epochs=1, batch_size=32, init_channels=16, layers=8, num_workers=0),
+    "digits": dict(epochs=6, batch_size=64, init_channels=8, layers=5, num_workers=0),
+}
+_CIFAR_FINAL = dict(epochs=600, batch_size=96, lr=0.025, lr_schedule="cosine", weight_decay=3e-4,
+                    label_smoothing=0.0, init_channels=36, layers=20, auxiliary=True, cutout=True,
+                    drop_path_prob=0.2, num_workers=2, image_size=32)
+FINAL_PRESETS = {
+    "cifar10": _CIFAR_FINAL,
+    "cifar100": _CIFAR_FINAL,
+    "folder": _CIFAR_FINAL,
+    "imagenet": dict(epochs=250, batch_size=128, lr=0.1, lr_schedule="step", weight_decay=3e-5,
+                     label_smoothing=0.1, init_channels=48, layers=14, auxiliary=True, cutout=False,
+                     drop_path_prob=0.0, num_workers=4, image_size=224),
+    "synthetic": dict(_CIFAR_FINAL, epochs=1, num_workers=0),
+    "digits": dict(epochs=10, batch_size=64, lr=0.025, lr_schedule="cosine", weight_decay=3e-4,
+                   label_smoothing=0.0, init_channels=16, layers=8, auxiliary=False, cutout=False,
+                   drop_path_prob=0.1, num_workers=0, image_size=8),
+}
+
+
+def apply_presets(cfg):
+    """Fill every ``None`` field that has a preset for the config's data set (in place); returns ``cfg``."""
+    if isinstance(cfg, FinalConfig):
+        key = "imagenet" if cfg.imagenet_layout else cfg.dataset
+        presets = FINAL_PRESETS[key]
+    else:
+        presets = SEARCH_PRESETS[cfg.dataset]
+    for name, value in presets.items():
+        if getattr(cfg, name, "absent") is None:
+            setattr(cfg, name, value)
+    return cfg
+
+
+def _validate_common(cfg) -> None:
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if v is None or isinstance(v, bool):
+            continue
+        if f.metadata.get("positive") and not v > 0:
+            raise ConfigError(f"{flag} must be positive, got {v}")
+        if f.metadata.get("nonneg") and not v >= 0:
+            raise ConfigError(f"{flag} must not be negative, got {v}")
+        if f.metadata.get("choices") and v not in f.metadata["choices"]:
+            raise ConfigError(f"{flag} must be one of {', '.join(f.metadata['choices'])}, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dataclass -> argparse
+
+
+def _base_type(tp):
+    """``int | None`` -> int; ``tuple[str, ...]`` -> tuple."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        return _base_type(args[0])
+    return typing.get_origin(tp) or tp
+
+
+def _op_list(text: str) -> tuple[str, ...]:
+    ops = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not ops:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of op names")
+    return ops
+
+
+def build_parser(cls, description: str) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per field of the dataclass ``cls``."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        tp = _base_type(hints[f.name])
+        kw = dict(dest=f.name, help=f.metadata.get("help", ""), default=argparse.SUPPRESS)
+        if f.metadata.get("metavar"):
+            kw["metavar"] = f.metadata["metavar"]
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif tp is tuple:
+            kw["type"] = _op_list
+        else:
+            kw["type"] = tp
+            if f.metadata.get("choices"):
+                kw["choices"] = f.metadata["choices"]
+        default = f.default
+        if default is not None and not isinstance(default, (bool, tuple)):
+            kw["help"] += f" (default: {default})"
+        elif isinstance(default, tuple):
+            kw["help"] += f" (default: {','.join(default)})"
+        parser.add_argument(flag, **kw)
+    parser.formatter_class = argparse.HelpFormatter  # defaults are in the help text already
+    return parser
+
+
+def parse_config(cls, argv, description: str = ""):
+    """Parse ``argv`` into ``cls``. Returns ``(config, given)`` where ``given`` is the set of field names the
+    user set explicitly (a resumed run checks them against its saved config). Presets are not yet applied."""
+    ns = build_parser(cls, description).parse_args(argv)
+    given = set(vars(ns))
+    return cls(**vars(ns)), given
+
+
+def config_to_dict(cfg) -> dict:
+    d = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def config_from_dict(cls, d: dict):
+    """Rebuild a config saved by :func:`config_to_dict`; unknown keys are an error (another version's run)."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"saved config has unknown field(s) {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(cls)
+    kw = {k: tuple(v) if _base_type(hints[k]) is tuple and v is not None else v for k, v in d.items()}
+    return cls(**kw)

@@ -1,0 +1,240 @@
+"""Data sets, transforms, the search's train/val split and the seeded samplers that make runs resumable.
+
+``digits`` (embedded, offline), ``synthetic`` (random tensors, for benchmarks), ``cifar10``/``cifar100``
+(torchvision, ``--download`` for users with internet) and ``folder`` (an ImageFolder tree).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from importlib import resources
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .errors import DataError
+
+CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
+CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataBundle:
+    """A data set ready for a run: ``train`` (searched on, or trained on), ``test`` (or None), and its shape."""
+
+    train: Dataset
+    test: Dataset | None
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one tensor (N, C, H, W), with an optional per-sample transform."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.images[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+
+class Cutout:
+    """Zero one random ``length`` x ``length`` square (clipped at the border) of a (C, H, W) tensor
+    (DeVries & Taylor, 2017), drawing from torch's global RNG so runs are reproducible."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        half = self.length // 2
+        img = img.clone()
+        img[..., max(0, cy - half) : min(h, cy + half), max(0, cx - half) : min(w, cx + half)] = 0
+        return img
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The embedded UCI digits: images (1797, 1, 8, 8) float in [0, 1], labels (1797,) int64."""
+    raw = gzip.decompress(resources.files("darts").joinpath("data_files/digits.u8.gz").read_bytes())
+    table = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(1797, 65)
+    return table[:, :64].float().div(16.0).view(-1, 1, 8, 8), table[:, 64].long()
+
+
+def _digits(cutout: int) -> DataBundle:
+    x, y = load_digits()
+    x = (x - x.mean()) / x.std()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))  # fixed 1500 / 297 split
+    tr, te = perm[:1500], perm[1500:]
+    transform = Cutout(cutout) if cutout else None
+    return DataBundle(TensorImages(x[tr], y[tr], transform), TensorImages(x[te], y[te]), 10, 1, 8)
+
+
+def _synthetic(n_train: int = 1024, n_test: int = 256, size: int = 32, classes: int = 10) -> DataBundle:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_train + n_test, 3, size, size, generator=g)
+    y = torch.randint(classes, (n_train + n_test,), generator=g)
+    return DataBundle(TensorImages(x[:n_train], y[:n_train]), TensorImages(x[n_train:], y[n_train:]), classes, 3,
+                      size)
+
+
+def _cifar(name: str, root: str | None, download: bool, augment: bool, cutout: int) -> DataBundle:
+    import torchvision
+    import torchvision.transforms as T
+
+    if root is None:
+        raise DataError(f"--dataset {name} needs --data DIR (the folder that holds or will hold the data set)")
+    if not download and not os.path.isdir(root):
+        raise DataError(f"data directory {root!r} does not exist; point --data at the folder holding "
+                        f"{'cifar-10-batches-py' if name == 'cifar10' else 'cifar-100-python'}, or add --download")
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    norm = [T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)]
+    train_tf = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
+    train_tf = T.Compose(train_tf + norm + ([Cutout(cutout)] if cutout else []))
+    try:
+        train = cls(root, train=True, download=download, transform=train_tf)
+        test = cls(root, train=False, download=download, transform=T.Compose(norm))
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise DataError(f"{name} not found or corrupted in {root!r} ({e}); add --download to fetch it") from None
+    except OSError as e:  # no network when downloading
+        raise DataError(f"could not download {name} into {root!r}: {e}") from None
+    return DataBundle(train, test, 10 if name == "cifar10" else 100, 3, 32)
+
+
+def _image_folder(root: str | None, size: int, imagenet: bool, augment: bool, cutout: int) -> DataBundle:
+    import torchvision
+    import torchvision.transforms as T
+
+    if root is None:
+        raise DataError("--dataset folder needs --data DIR (an ImageFolder tree: DIR/class/image, or DIR/train "
+                        "and DIR/val)")
+    if not os.path.isdir(root):
+        raise DataError(f"data directory {root!r} does not exist")
+    train_dir = os.path.join(root, "train") if os.path.isdir(os.path.join(root, "train")) else root
+    val_dir = os.path.join(root, "val") if os.path.isdir(os.path.join(root, "val")) else None
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (CIFAR_MEAN, CIFAR_STD)
+    norm = [T.ToTensor(), T.Normalize(mean, std)]
+    if imagenet:
+        train_tf = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+                    T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)]
+        test_tf = [T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
+    else:
+        train_tf = [T.Resize((size, size))] + ([T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip()]
+                                               if augment else [])
+        test_tf = [T.Resize((size, size))]
+    train_tf = T.Compose((train_tf if augment or not imagenet else test_tf) + norm + ([Cutout(cutout)] if cutout
+                                                                                     else []))
+    try:
+        train = torchvision.datasets.ImageFolder(train_dir, transform=train_tf)
+        test = torchvision.datasets.ImageFolder(val_dir, transform=T.Compose(test_tf + norm)) if val_dir else None
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DataError(f"{root!r} is not a usable ImageFolder tree: {e}") from None
+    if len(train.classes) < 2:
+        raise DataError(f"{train_dir!r} has {len(train.classes)} class folder(s); classification needs at least 2")
+    if test is not None and test.classes != train.classes:
+        raise DataError(f"{val_dir!r} has different class folders from {train_dir!r}")
+    return DataBundle(train, test, len(train.classes), 3, size)
+
+
+def load_data(name: str, root: str | None = None, download: bool = False, image_size: int = 32,
+              imagenet_layout: bool = False, augment: bool = True, cutout: int = 0) -> DataBundle:
+    """Load a data set by name. ``augment``: random crops/flips on the training set (off for search on digits);
+    ``cutout``: cutout side length for the training set (0: off). Raises :class:`DataError` naming the problem."""
+    if name == "digits":
+        return _digits(cutout)
+    if name == "synthetic":
+        return _synthetic()
+    if name in ("cifar10", "cifar100"):
+        return _cifar(name, root, download, augment, cutout)
+    if name == "folder":
+        return _image_folder(root, image_size, imagenet_layout, augment, cutout)
+    raise DataError(f"unknown data set {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Seeded sampling: each pass over a split is a permutation drawn from (seed, pass), so a resumed run sees the
+# same batches as an uninterrupted one.
+
+
+class PassSampler(Sampler[int]):
+    """Yields ``indices`` in the order of permutation number ``pass_index`` of ``seed``, from ``start`` on."""
+
+    def __init__(self, indices, seed: int):
+        self.indices = torch.as_tensor(list(indices), dtype=torch.long)
+        self.seed, self.pass_index, self.start = seed, 0, 0
+
+    def set_pass(self, pass_index: int, start: int = 0) -> None:
+        self.pass_index, self.start = pass_index, start
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.pass_index)
+        order = self.indices[torch.randperm(len(self.indices), generator=g)]
+        return iter(order[self.start :].tolist())
+
+    def __len__(self):
+        return len(self.indices) - self.start
+
+
+def make_loader(dataset, indices, batch_size: int, seed: int, num_workers: int, shuffle: bool = True,
+                drop_last: bool = False) -> DataLoader:
+    """A loader over ``dataset[indices]``; shuffled loaders use a :class:`PassSampler`."""
+    indices = list(indices)
+    if batch_size > len(indices):
+        raise DataError(f"batch size {batch_size} is larger than the split it draws from ({len(indices)} samples)")
+    sampler = PassSampler(indices, seed) if shuffle else indices
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      drop_last=drop_last, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False)
+
+
+class BatchStream:
+    """An endless stream of batches over a loader with a :class:`PassSampler`, resumable from its state.
+
+    The search draws one validation batch per step from this persistent stream (not a new iterator per step,
+    which would re-shuffle and re-start workers every step)."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader, self.pass_index, self.position = loader, 0, 0
+        self._it = None
+
+    def __next__(self):
+        while True:
+            if self._it is None:
+                self.loader.sampler.set_pass(self.pass_index, self.position * self.loader.batch_size)
+                self._it = iter(self.loader)
+            try:
+                batch = next(self._it)
+                self.position += 1
+                return batch
+            except StopIteration:
+                self._it, self.pass_index, self.position = None, self.pass_index + 1, 0
+
+    def __iter__(self):
+        return self
+
+    def state_dict(self) -> dict:
+        return {"pass_index": self.pass_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pass_index, self.position, self._it = int(state["pass_index"]), int(state["position"]), None
+
+
+def search_split(n: int, train_portion: float) -> tuple[range, range]:
+    """The DARTS split of the training set: the first ``train_portion`` for weights, the rest for α."""
+    split = int(n * train_portion)
+    if split == 0 or split == n:
+        raise DataError(f"--train-portion {train_portion} leaves one split of {n} samples empty")
+    return range(split), range(split, n)

@@ -1,0 +1,161 @@
+"""A whole search run: set up from a :class:`SearchConfig`, train the supernet, write the run directory."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .bilevel import BilevelOptimizer
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import SearchConfig, apply_presets, config_from_dict, config_to_dict
+from .data import BatchStream, load_data, make_loader, search_split
+from .engine import evaluate, resolve_device, search_epoch
+from .errors import CheckpointError, ConfigError, NonFiniteLossError
+from .genotype import Genotype
+from .ops import check_primitives, get_op_spec, load_ops_module
+from .rundir import CHECKPOINT, RunDir
+from .search import Supernet
+
+log = logging.getLogger(__name__)
+
+# Flags that may differ when resuming: they change where and how fast the run goes, not what it computes.
+RUNTIME_FIELDS = {"resume", "device", "kernels", "num_workers", "progress", "download", "data"}
+
+
+def resolve_resume(cfg, given: set[str], cls):
+    """For ``--resume RUN_DIR``: the saved config, with only runtime flags taken from the command line.
+
+    A flag given on the command line that would change the saved run is an error naming it."""
+    rd = RunDir.open_existing(cfg.resume)
+    saved = config_from_dict(cls, rd.read_config())
+    conflicts = [f"--{k.replace('_', '-')} ({getattr(cfg, k)!r} vs saved {getattr(saved, k)!r})"
+                 for k in sorted(given - RUNTIME_FIELDS) if getattr(cfg, k) != getattr(saved, k)]
+    if conflicts:
+        raise ConfigError(f"cannot change a resumed run's settings: {', '.join(conflicts)}")
+    for k in given & RUNTIME_FIELDS:
+        setattr(saved, k, getattr(cfg, k))
+    saved.resume = cfg.resume
+    return saved, rd
+
+
+def parameter_free_count(genotype: Genotype, cell: str = "normal") -> int:
+    """Number of parameter-free ops (skip, pools) in a cell: the collapse indicator of DARTS."""
+    return sum(get_op_spec(op).parameter_free for op, _ in getattr(genotype, cell))
+
+
+def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir, Genotype]:
+    """Run (or resume) a search; returns the run directory and the final genotype."""
+    if cfg.resume:
+        cfg, rd = resolve_resume(cfg, set(given), SearchConfig)
+    else:
+        rd = None
+        apply_presets(cfg).validate()
+    if cfg.ops_module:
+        load_ops_module(cfg.ops_module)
+    primitives = check_primitives(cfg.primitives)
+    device = resolve_device(cfg.device)
+
+    torch.manual_seed(cfg.seed)
+    data = load_data(cfg.dataset, cfg.data, cfg.download, cfg.image_size, augment=cfg.dataset != "digits")
+    train_idx, val_idx = search_split(len(data.train), cfg.train_portion)
+    train_loader = make_loader(data.train, train_idx, cfg.batch_size, cfg.seed, cfg.num_workers)
+    val_stream = BatchStream(make_loader(data.train, val_idx, cfg.batch_size, cfg.seed + 1, cfg.num_workers))
+    val_eval_loader = make_loader(data.train, val_idx, cfg.batch_size, 0, cfg.num_workers, shuffle=False)
+
+    model = Supernet(cfg.init_channels, data.num_classes, cfg.layers, primitives, steps=cfg.nodes,
+                     multiplier=cfg.nodes, stem_multiplier=cfg.stem_multiplier, in_channels=data.in_channels,
+                     kernels=cfg.kernels).to(device)
+    impl = model.set_kernels(cfg.kernels, device)
+    w_opt = torch.optim.SGD(model.weight_parameters(), cfg.lr, momentum=cfg.momentum,
+                            weight_decay=cfg.weight_decay)
+    a_opt = torch.optim.Adam(model.arch_parameters(), cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
+                             weight_decay=cfg.arch_weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.epochs, eta_min=cfg.lr_min)
+    bilevel = BilevelOptimizer(model, nn.CrossEntropyLoss(), w_opt, a_opt, cfg.order, cfg.hvp, cfg.grad_clip)
+
+    start_epoch = 0
+    if rd is None:
+        rd = RunDir.create(cfg.out or time.strftime(f"runs/search-{cfg.dataset}-%Y%m%d-%H%M%S"))
+        rd.write_config(config_to_dict(cfg), kind="search", primitives=list(primitives))
+    else:
+        start_epoch = _restore(rd, cfg, model, w_opt, a_opt, scheduler, val_stream)
+    rd.attach_log_file()
+    n_weights = sum(p.numel() for p in model.weight_parameters())
+    log.info("search on %s (%d train / %d val images), %d epochs, %s order%s, device %s, kernels %s -> %s",
+             cfg.dataset, len(train_idx), len(val_idx), cfg.epochs, cfg.order,
+             f" ({cfg.hvp} HVP)" if cfg.order == "second" else "", device, cfg.kernels, impl)
+    log.info("supernet: %d cells, %d channels, %d nodes, %d weights; primitives %s; run dir %s",
+             cfg.layers, cfg.init_channels, cfg.nodes, n_weights, ",".join(primitives), rd.path)
+    if start_epoch:
+        log.info("resumed from %s at epoch %d", rd.file(CHECKPOINT), start_epoch)
+
+    genotype = model.genotype(cfg.max_skip)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        lr = scheduler.get_last_lr()[0]
+        train_loader.sampler.set_pass(epoch)
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        try:
+            stats = search_epoch(bilevel, train_loader, val_stream, lr, device, desc, cfg.progress)
+        except NonFiniteLossError as e:
+            kept = f"the last good checkpoint (epoch {epoch}) is kept in {rd.path}" if epoch else \
+                "no epoch had completed, so there is no checkpoint"
+            raise NonFiniteLossError(f"{e}; {kept}. Try a lower --lr or --arch-lr in a new run.") from None
+        val_loss, val_acc = evaluate(model, val_eval_loader, device)
+        scheduler.step()
+        genotype = model.genotype(cfg.max_skip)
+        with torch.no_grad():
+            wn, wr = model.edge_weights()
+        record = {
+            "epoch": epoch + 1, "lr": lr, **stats, "val_loss": val_loss, "val_acc": val_acc,
+            "param_free_normal": parameter_free_count(genotype), "epoch_time_s": round(time.time() - t0, 3),
+            "alpha_normal": wn.cpu().tolist(), "alpha_reduce": wr.cpu().tolist(), "genotype": genotype.to_dict(),
+        }
+        rd.append_metrics(record)
+        rd.add_heatmap("alpha/normal", wn, epoch + 1)
+        rd.add_heatmap("alpha/reduce", wr, epoch + 1)
+        save_checkpoint({
+            "kind": "search", "epoch": epoch + 1, "primitives": list(primitives), "nodes": cfg.nodes,
+            "layers": cfg.layers, "init_channels": cfg.init_channels, "method": "darts",
+            "model": model.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng_state(), "val_stream": val_stream.state_dict(),
+        }, rd.file(CHECKPOINT))
+        log.info("%s  lr %.5f  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  param-free ops %d  %.1fs",
+                 desc, lr, stats["train_loss"], 100 * stats["train_acc"], val_loss, 100 * val_acc,
+                 record["param_free_normal"], record["epoch_time_s"])
+        log.info("genotype = %s", genotype)
+    genotype.save(rd.file("genotype.json"))
+    rd.close()
+    log.info("final genotype written to %s", rd.file("genotype.json"))
+    return rd, genotype
+
+
+def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream) -> int:
+    """Load RUN_DIR/checkpoint.pt into the freshly built objects; returns the number of completed epochs."""
+    path = rd.file(CHECKPOINT)
+    if not os.path.exists(path):
+        log.warning("%s has no checkpoint yet (killed during the first epoch); starting from epoch 0", rd.path)
+        return 0
+    state = load_checkpoint(path, kind="search")
+    expect = {"primitives": list(model.primitives), "nodes": cfg.nodes, "layers": cfg.layers,
+              "init_channels": cfg.init_channels, "method": "darts"}
+    for k, v in expect.items():
+        if state.get(k) != v:
+            raise CheckpointError(f"{path} was written by a run with {k} = {state.get(k)!r}, but this run has "
+                                  f"{k} = {v!r}: it belongs to another search space or method")
+    try:
+        model.load_state_dict(state["model"])
+        w_opt.load_state_dict(state["w_opt"])
+        a_opt.load_state_dict(state["a_opt"])
+        scheduler.load_state_dict(state["scheduler"])
+        val_stream.load_state_dict(state["val_stream"])
+        set_rng_state(state["rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} does not fit this run: {first[:300]}") from None
+    rd.truncate_metrics(state["epoch"])
+    return int(state["epoch"])
