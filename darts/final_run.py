@@ -12,7 +12,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import FinalConfig, apply_presets, config_to_dict
 from .data import load_data, make_loader
 from .engine import evaluate, resolve_device, train_epoch
-from .errors import CheckpointError, NonFiniteLossError
+from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .final import NetworkCIFAR, NetworkImageNet, count_parameters
 from .genotype import Genotype, load_genotype
 from .ops import load_ops_module
@@ -31,8 +31,15 @@ def resolve_genotype(cfg: FinalConfig) -> tuple[Genotype, str]:
     return get_genotype(cfg.arch), cfg.arch
 
 
-def build_network(cfg: FinalConfig, genotype: Genotype, num_classes: int, in_channels: int) -> nn.Module:
+def build_network(cfg: FinalConfig, genotype: Genotype, num_classes: int, in_channels: int,
+                  image_size: int) -> nn.Module:
     cls = NetworkImageNet if cfg.imagenet_layout else NetworkCIFAR
+    # The auxiliary head pools 5x5 windows of the maps after the second reduction (image/4, or image/32 for
+    # the ImageNet layout), as in the reference code.
+    aux_size = image_size // (32 if cfg.imagenet_layout else 4)
+    if cfg.auxiliary and aux_size < 5:
+        raise ConfigError(f"--auxiliary needs at least 5x5 feature maps at the head, but {image_size}x{image_size}"
+                          f" images give {aux_size}x{aux_size}; use --no-auxiliary")
     return cls(cfg.init_channels, num_classes, cfg.layers, cfg.auxiliary, genotype, in_channels=in_channels)
 
 
@@ -56,7 +63,7 @@ def run_final(cfg: FinalConfig, given: set[str] = frozenset()) -> tuple[RunDir, 
     if data.test is not None:
         test_loader = make_loader(data.test, range(len(data.test)), min(cfg.batch_size, len(data.test)), 0,
                                   cfg.num_workers, shuffle=False)
-    model = build_network(cfg, genotype, data.num_classes, data.in_channels).to(device)
+    model = build_network(cfg, genotype, data.num_classes, data.in_channels, data.image_size).to(device)
     params = count_parameters(model)
     optimizer = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.lr_schedule == "cosine":
