@@ -1,20 +1,20 @@
 """A whole search run: set up from a :class:`SearchConfig`, train the supernet, write the run directory."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .bilevel import BilevelOptimizer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig, apply_presets, config_from_dict, config_to_dict
 from .data import BatchStream, load_data, make_loader, search_split
 from .engine import evaluate, resolve_device, search_epoch
-from .errors import CheckpointError, ConfigError, NonFiniteLossError
+from .errors import CheckpointError, ConfigError, DartsError, NonFiniteLossError
 from .genotype import Genotype
 from .ops import check_primitives, get_op_spec, load_ops_module
 from .rundir import CHECKPOINT, RunDir
@@ -131,7 +131,35 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
     genotype.save(rd.file("genotype.json"))
     rd.close()
     log.info("final genotype written to %s", rd.file("genotype.json"))
+    report_cell(genotype, rd)
     return rd, genotype
+
+
+def report_cell(genotype: Genotype, rd: RunDir) -> dict:
+    """Compare the cell with DARTS_V2 in the CIFAR setting (36 channels, 20 cells, parameters without the
+    auxiliary head, multiply-adds at 32x32), save it as ``comparison.json``, and draw both cells."""
+    from .checkpoint import atomic_write_text
+    from .counting import count_macs
+    from .final import NetworkCIFAR, count_parameters
+    from .zoo import get_genotype
+
+    rows = {}
+    for name, g in (("this search", genotype), ("DARTS_V2", get_genotype("DARTS_V2"))):
+        with torch.device("meta"):  # shapes only: counting needs no arithmetic and no memory
+            net = NetworkCIFAR(36, 10, 20, False, g)
+        rows[name] = {"params": count_parameters(net), "macs": count_macs(net, (3, 32, 32), device="meta")}
+    ours, ref = rows["this search"], rows["DARTS_V2"]
+    log.info("CIFAR setting (36 channels, 20 cells): this cell %.2fM params, %.0fM MACs; DARTS_V2 %.2fM params, "
+             "%.0fM MACs", ours["params"] / 1e6, ours["macs"] / 1e6, ref["params"] / 1e6, ref["macs"] / 1e6)
+    atomic_write_text(rd.file("comparison.json"), json.dumps({"setting": "cifar", **rows}, indent=1) + "\n")
+    try:
+        from .plot import plot_genotype
+
+        paths = plot_genotype(genotype, rd.path)
+        log.info("cell drawings: %s", ", ".join(os.path.basename(p) for p in paths))
+    except DartsError as e:  # no graphviz and no matplotlib: the search itself succeeded
+        log.warning("cell drawing skipped: %s", e)
+    return rows
 
 
 def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream) -> int:
