@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from collections.abc import Mapping
 
 import torch
@@ -39,25 +38,12 @@ def _unwrap(sd: Mapping) -> Mapping:
     )
 
 
-def _insert_op_segment(key: str, target_keys: set[str]) -> str | None:
-    """The key of ``target_keys`` that equals ``key`` with one ``op`` path segment inserted, if exactly one.
-
-    The original builds some ops (``conv_7x1_1x7``) as a bare ``nn.Sequential``, where our op wraps the same
-    sequence in ``.op``; the weights are the same, one path segment apart.
-    """
-    parts = key.split(".")
-    hits = {".".join(parts[:i] + ["op"] + parts[i:]) for i in range(1, len(parts))} & target_keys
-    return hits.pop() if len(hits) == 1 else None
-
-
-def convert_reference_state_dict(sd: Mapping, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+def convert_reference_state_dict(sd: Mapping) -> dict[str, torch.Tensor]:
     """Turn a state dict saved by the original DARTS code into one that loads with ``strict=True``.
 
     Args:
         sd: the loaded checkpoint: a state dict, or a dict holding one under ``state_dict`` (or
             ``model_state_dict``/``model``/``net``); keys may carry DataParallel's ``module.`` prefix.
-        model: optional target network. When given, keys that the model spells with an extra ``op`` segment
-            (see :func:`_insert_op_segment`) are renamed to the model's spelling.
 
     Returns a new ``{name: tensor}`` dict: ``module.`` stripped, and a zero ``num_batches_tracked`` (int64
     scalar) added for every BatchNorm that has running statistics but no counter (PyTorch 0.3 checkpoints).
@@ -72,12 +58,6 @@ def convert_reference_state_dict(sd: Mapping, model: nn.Module | None = None) ->
         if name in out:
             raise CheckpointError(f"checkpoint has {name!r} both with and without the 'module.' prefix")
         out[name] = value
-    if model is not None:
-        target = set(model.state_dict())
-        for key in [k for k in out if k not in target]:
-            renamed = _insert_op_segment(key, target)
-            if renamed is not None and renamed not in out:
-                out[renamed] = out.pop(key)
     for key in [k for k in out if k.endswith(".running_mean")]:
         counter = key[: -len("running_mean")] + "num_batches_tracked"
         out.setdefault(counter, torch.tensor(0, dtype=torch.long))
@@ -97,14 +77,16 @@ def load_reference_checkpoint(model: nn.Module, path: str) -> nn.Module:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused by the safe loader (weights_only=True): it pickles objects other than tensors, "
-            f"e.g. a whole model; save model.state_dict() instead. ({str(e).splitlines()[0]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        if "weights only load failed" in str(e).lower():
+            raise CheckpointError(
+                f"{path}: refused by the safe loader (weights_only=True): it pickles objects other than tensors, "
+                "e.g. a whole model; save model.state_dict() with the code that wrote it and load that instead"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    except Exception as e:  # a truncated or foreign file fails deep in the unpickler with any exception type
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     try:
-        converted = convert_reference_state_dict(sd, model)
+        converted = convert_reference_state_dict(sd)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     _check_matches(model, converted, path)

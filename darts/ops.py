@@ -190,20 +190,18 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
 
-class Conv7x1x1x7(nn.Module):
-    """ReLU -> 1x7 conv -> 7x1 conv -> BN (NASNet/AmoebaNet's factorised 7x7)."""
+class Conv7x1x1x7(nn.Sequential):
+    """ReLU -> 1x7 conv -> 7x1 conv -> BN (NASNet/AmoebaNet's factorised 7x7).
+
+    A bare Sequential, as in the original, so its checkpoint keys (``_ops.k.1.weight``) match."""
 
     def __init__(self, C: int, stride: int, affine: bool = True):
-        super().__init__()
-        self.op = nn.Sequential(
+        super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(C, C, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
             nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
             nn.BatchNorm2d(C, affine=affine),
         )
-
-    def forward(self, x):
-        return self.op(x)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -43,16 +43,21 @@ def _cell_graph(edges, concat):
 # graphviz
 
 
+def _q(text: str) -> str:
+    """A DOT double-quoted string (op names and prefixes are user input)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _dot_source(title: str, nodes, op_edges, out_edges) -> str:
-    lines = [f'digraph "{title}" {{', "  rankdir=LR;", '  node [style=filled, shape=rect, fontname="Helvetica"];',
+    lines = [f"digraph {_q(title)} {{", "  rankdir=LR;", '  node [style=filled, shape=rect, fontname="Helvetica"];',
              '  edge [fontname="Helvetica", fontsize=10];']
     for n in nodes:
         kind = "input" if n.startswith("c_{k-") else "output" if n == "c_{k}" else "node"
-        lines.append(f'  "{n}" [fillcolor="{_COLORS[kind]}"{", shape=circle" if kind == "node" else ""}];')
+        lines.append(f'  {_q(n)} [fillcolor="{_COLORS[kind]}"{", shape=circle" if kind == "node" else ""}];')
     for src, dst, op in op_edges:
-        lines.append(f'  "{src}" -> "{dst}" [label="{op}"];')
+        lines.append(f"  {_q(src)} -> {_q(dst)} [label={_q(op)}];")
     for src, dst in out_edges:
-        lines.append(f'  "{src}" -> "{dst}" [color=gray];')
+        lines.append(f"  {_q(src)} -> {_q(dst)} [color=gray];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -67,7 +72,8 @@ def _draw_with_dot(dot: str, source: str, stem: str) -> list[str]:
         try:
             subprocess.run([dot, f"-T{fmt}", "-o", out, dot_path], check=True, capture_output=True, timeout=120)
         except subprocess.CalledProcessError as e:
-            raise DartsError(f"graphviz dot failed on {dot_path}: {e.stderr.decode(errors='replace').strip()}") from None
+            detail = e.stderr.decode(errors="replace").strip()
+            raise DartsError(f"graphviz dot failed on {dot_path}: {detail}") from None
         except subprocess.TimeoutExpired:
             raise DartsError(f"graphviz dot did not finish on {dot_path} within 120 s") from None
         written.append(out)
