@@ -9,11 +9,13 @@ from darts.final_run import run_final
 
 
 def list_archs() -> None:
+    """Print the zoo: name, reported CIFAR-10 test error, paper."""
+    print(f"{'name':16s} {'error':>7s}  paper")
     from darts.zoo import ZOO
 
     for name, entry in ZOO.items():
-        err = f"{entry.cifar_error}% CIFAR-10 error" if entry.cifar_error is not None else ""
-        print(f"{name:16s} {entry.paper:40s} {err}")
+        err = f"{entry.cifar_error:.2f}%" if entry.cifar_error is not None else "-"
+        print(f"{name:16s} {err:>7s}  {entry.paper}")
 
 
 def main(argv=None) -> int:
