@@ -52,11 +52,18 @@ class BilevelOptimizer:
         hvp: ``finite-difference`` (Eq. 8) or ``exact`` (double backward), for second order.
         grad_clip: max global norm of the weight gradient in the weight step (5 in the paper).
         fd_radius: the finite-difference radius is ``fd_radius / ‖∇w' L_val‖`` (0.01 in the paper).
+        reduce: averages a list of gradient tensors over processes (identity by default). Under ``torchrun``
+            it is :func:`darts.distributed.all_reduce_mean`: every gradient that enters an update, α's and the
+            unrolled step's, is the all-rank mean, so all ranks compute the same α.
+        train_module: what the weight step calls, e.g. the DDP wrapper of ``model`` (default ``model``).
+        amp_dtype: run the weight step's forward under ``torch.autocast`` in this dtype (bfloat16 for
+            ``--amp``); the α step always runs in full precision, since α's gradients are small differences.
     """
 
     def __init__(self, model: nn.Module, criterion, w_optimizer: torch.optim.SGD, a_optimizer: torch.optim.Optimizer,
                  order: str = "first", hvp: str = "finite-difference", grad_clip: float = 5.0,
-                 fd_radius: float = 0.01):
+                 fd_radius: float = 0.01, reduce=None, train_module: nn.Module | None = None,
+                 amp_dtype: torch.dtype | None = None):
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         if hvp not in HVPS:
@@ -64,6 +71,9 @@ class BilevelOptimizer:
         self.model, self.criterion = model, criterion
         self.w_optimizer, self.a_optimizer = w_optimizer, a_optimizer
         self.order, self.hvp, self.grad_clip, self.fd_radius = order, hvp, grad_clip, fd_radius
+        self.reduce = reduce or (lambda tensors: tensors)
+        self.train_module = train_module if train_module is not None else model
+        self.amp_dtype = amp_dtype
 
     # -- helpers --------------------------------------------------------------------------------------
     def _loss_at(self, weights: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x, y):
@@ -81,7 +91,7 @@ class BilevelOptimizer:
         x_val, y_val = val_batch
         if self.order == "first":
             loss = self.criterion(self.model(x_val), y_val)
-            return list(torch.autograd.grad(loss, alphas)), loss.detach()
+            return list(self.reduce(list(torch.autograd.grad(loss, alphas)))), loss.detach()
 
         names, W = zip(*self.model.named_weight_parameters())
         # Copies of the BN buffers: the unrolled and finite-difference passes must not move the running stats.
@@ -96,20 +106,22 @@ class BilevelOptimizer:
         mu, wd = self._sgd_hyper()
         unrolled = {}
         with torch.no_grad():
-            for n, w, g in zip(names, W, g_w):
+            g_mean = self.reduce([g.detach() for g in g_w])  # the step every rank's SGD will take
+            for n, w, g in zip(names, W, g_mean):
                 buf = self.w_optimizer.state.get(w, {}).get("momentum_buffer")
                 step = g + wd * w if buf is None else mu * buf + g + wd * w
                 unrolled[n] = (w - xi * step).requires_grad_(True)
 
         # Eq. 7, first term: gradients of L_val at (w', α).
         loss_val = self._loss_at(unrolled, buffers, x_val, y_val)
-        grads = torch.autograd.grad(loss_val, [*alphas, *unrolled.values()])
+        grads = self.reduce(list(torch.autograd.grad(loss_val, [*alphas, *unrolled.values()])))
         d_alpha, d_w = grads[: len(alphas)], grads[len(alphas) :]
 
         # Eq. 7, second term: ∇²_{α,w} L_train(w, α) · d_w.
         if exact:
+            # Hessians average like gradients: ∇α(mean_r g_r · v) = mean_r ∇α(g_r · v).
             dot = sum((g * v).sum() for g, v in zip(g_w, d_w))
-            hvp = torch.autograd.grad(dot, alphas)
+            hvp = self.reduce(list(torch.autograd.grad(dot, alphas)))
         else:
             hvp = self._finite_difference_hvp(names, W, d_w, buffers, x_tr, y_tr)
         return [da - xi * h for da, h in zip(d_alpha, hvp)], loss_val.detach()
@@ -124,7 +136,7 @@ class BilevelOptimizer:
             with torch.no_grad():
                 shifted = {n: w + sign * eps * t for n, w, t in zip(names, W, v)}
             out.append(torch.autograd.grad(self._loss_at(shifted, buffers, x, y), alphas))
-        return [(gp - gn) / (2 * eps) for gp, gn in zip(*out)]
+        return self.reduce([(gp - gn) / (2 * eps) for gp, gn in zip(*out)])
 
     # -- the two steps --------------------------------------------------------------------------------
     def arch_step(self, train_batch, val_batch, xi: float) -> float:
@@ -142,10 +154,12 @@ class BilevelOptimizer:
         """One SGD step on the weights (α untouched). Returns (loss, number of correct predictions)."""
         x, y = train_batch
         weights = self.model.weight_parameters()
-        logits = self.model(x)
-        loss = self.criterion(logits, y)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
+            logits = self.train_module(x)
+            loss = self.criterion(logits, y)
         self.w_optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=weights)  # no α gradient is computed or accumulated here
+        # No α gradient is computed or accumulated here; under DDP its hooks average the weight gradients.
+        loss.backward(inputs=weights)
         value = _check_finite(loss.detach(), "training loss")
         norm = nn.utils.clip_grad_norm_(weights, self.grad_clip)
         _check_finite(norm, "weight gradient norm")

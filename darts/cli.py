@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from .errors import DartsError
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stdout)
+    """Log to stdout; under ``torchrun`` only rank 0 logs below WARNING."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if int(os.environ.get("RANK", "0")) != 0:
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
 
 
 def run_main(fn) -> int:

@@ -63,6 +63,8 @@ class SearchConfig:
     kernels: str = _f("auto", "mixed-op implementation (auto: the best for the device)",
                       choices=("auto", "reference"))
     num_workers: int | None = _f(None, "data loader worker processes (cifar: 2, in-memory sets: 0)", nonneg=True)
+    amp: bool = _f(False, "bfloat16 autocast for the weight steps (the α step stays float32)")
+    channels_last: bool = _f(False, "channels-last memory format for the model and its inputs")
     progress: bool = _f(True, "show a progress bar with ETA (a line every 30 s when not on a terminal)")
 
     def validate(self) -> "SearchConfig":
@@ -114,6 +116,8 @@ class FinalConfig:
     resume: str | None = _f(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
     device: str = _f("auto", "cpu, cuda, cuda:N, or auto")
     num_workers: int | None = _f(None, "data loader worker processes (cifar: 2, in-memory sets: 0)", nonneg=True)
+    amp: bool = _f(False, "bfloat16 autocast for forward and backward")
+    channels_last: bool = _f(False, "channels-last memory format for the model and its inputs")
     progress: bool = _f(True, "show a progress bar with ETA")
 
     def validate(self) -> "FinalConfig":

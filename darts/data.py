@@ -170,31 +170,43 @@ def load_data(name: str, root: str | None = None, download: bool = False, image_
 
 
 class PassSampler(Sampler[int]):
-    """Yields ``indices`` in the order of permutation number ``pass_index`` of ``seed``, from ``start`` on."""
+    """Yields ``indices`` in the order of permutation number ``pass_index`` of ``seed``, from ``start`` on.
 
-    def __init__(self, indices, seed: int):
+    With ``world_size`` > 1 each rank takes every ``world_size``-th element of the permutation (the
+    DistributedSampler split, trimmed so that every rank gets the same number of samples)."""
+
+    def __init__(self, indices, seed: int, rank: int = 0, world_size: int = 1):
         self.indices = torch.as_tensor(list(indices), dtype=torch.long)
         self.seed, self.pass_index, self.start = seed, 0, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_pass(self, pass_index: int, start: int = 0) -> None:
         self.pass_index, self.start = pass_index, start
 
-    def __iter__(self):
+    def _shard(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.pass_index)
         order = self.indices[torch.randperm(len(self.indices), generator=g)]
-        return iter(order[self.start :].tolist())
+        per_rank = len(order) // self.world_size
+        return order[self.rank : per_rank * self.world_size : self.world_size]
+
+    def __iter__(self):
+        return iter(self._shard()[self.start :].tolist())
 
     def __len__(self):
-        return len(self.indices) - self.start
+        return len(self.indices) // self.world_size - self.start
 
 
 def make_loader(dataset, indices, batch_size: int, seed: int, num_workers: int, shuffle: bool = True,
-                drop_last: bool = False) -> DataLoader:
-    """A loader over ``dataset[indices]``; shuffled loaders use a :class:`PassSampler`."""
+                drop_last: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A loader over ``dataset[indices]``; shuffled loaders use a :class:`PassSampler` (sharded over
+    ``world_size`` ranks; ``batch_size`` is per rank)."""
     indices = list(indices)
-    if batch_size > len(indices):
-        raise DataError(f"batch size {batch_size} is larger than the split it draws from ({len(indices)} samples)")
-    sampler = PassSampler(indices, seed) if shuffle else indices
+    available = len(indices) // world_size if shuffle else len(indices)
+    if batch_size > available:
+        where = f" per rank ({world_size} ranks)" if world_size > 1 and shuffle else ""
+        raise DataError(f"batch size {batch_size} is larger than the split it draws from ({available} samples"
+                        f"{where})")
+    sampler = PassSampler(indices, seed, rank, world_size) if shuffle else indices
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False)

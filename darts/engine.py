@@ -22,12 +22,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _to(batch, device):
-    return tuple(t.to(device, non_blocking=True) for t in batch)
+def _to(batch, device, channels_last: bool = False):
+    x, y = (t.to(device, non_blocking=True) for t in batch)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
 
 
 def search_epoch(bilevel: BilevelOptimizer, train_loader, val_stream, xi: float, device, desc: str,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, channels_last: bool = False) -> dict:
     """One pass over the training split; each step takes the next batch of the persistent validation stream.
 
     Returns mean training loss/accuracy and the mean validation loss seen by the α steps."""
@@ -37,7 +40,7 @@ def search_epoch(bilevel: BilevelOptimizer, train_loader, val_stream, xi: float,
     with Progress(len(train_loader), desc, enabled=progress) as bar:
         for step, batch in enumerate(train_loader):
             try:
-                s = bilevel.step(_to(batch, device), _to(next(val_stream), device), xi)
+                s = bilevel.step(_to(batch, device, channels_last), _to(next(val_stream), device, channels_last), xi)
             except NonFiniteLossError as e:
                 raise NonFiniteLossError(f"{desc}, step {step + 1}: {e}") from None
             tot_loss += s.train_loss * s.train_count
@@ -69,17 +72,19 @@ def evaluate(model: nn.Module, loader, device, criterion=None) -> tuple[float, f
 
 
 def train_epoch(model: nn.Module, loader, optimizer, criterion, device, aux_weight: float, grad_clip: float,
-                desc: str, progress: bool = True) -> dict:
-    """One epoch of an evaluation network: loss + aux_weight · auxiliary loss, clipped SGD."""
+                desc: str, progress: bool = True, amp: bool = False, channels_last: bool = False) -> dict:
+    """One epoch of an evaluation network: loss + aux_weight · auxiliary loss, clipped SGD; ``amp``: bfloat16
+    autocast (no loss scaling is needed for bfloat16)."""
     model.train()
     tot_loss, correct, count = 0.0, 0, 0
     with Progress(len(loader), desc, enabled=progress) as bar:
         for step, batch in enumerate(loader):
-            x, y = _to(batch, device)
-            logits, logits_aux = model(x)
-            loss = criterion(logits, y)
-            if logits_aux is not None:
-                loss = loss + aux_weight * criterion(logits_aux, y)
+            x, y = _to(batch, device, channels_last)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+                logits, logits_aux = model(x)
+                loss = criterion(logits, y)
+                if logits_aux is not None:
+                    loss = loss + aux_weight * criterion(logits_aux, y)
             value = float(loss.detach())
             if value != value or abs(value) == float("inf"):
                 raise NonFiniteLossError(f"{desc}, step {step + 1}: training loss is {value}")

@@ -11,6 +11,7 @@ import torch.nn as nn
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import FinalConfig, apply_presets, config_to_dict
 from .data import load_data, make_loader
+from .distributed import barrier, init_distributed, shutdown, wrap_ddp
 from .engine import evaluate, resolve_device, train_epoch
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .final import NetworkCIFAR, NetworkImageNet, count_parameters
@@ -53,17 +54,24 @@ def run_final(cfg: FinalConfig, given: set[str] = frozenset()) -> tuple[RunDir, 
     if cfg.ops_module:
         load_ops_module(cfg.ops_module)
     genotype, name = resolve_genotype(cfg)
-    device = resolve_device(cfg.device)
+    if rd is None:
+        out = cfg.out or time.strftime(f"runs/final-{name}-%Y%m%d-%H%M%S")
+        RunDir.check_new(out)
+    env = init_distributed(resolve_device(cfg.device))
+    device, main = env.device, env.is_main
 
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.dataset, cfg.data, cfg.download, cfg.image_size, cfg.imagenet_layout, augment=True,
                      cutout=cfg.cutout_length if cfg.cutout else 0)
-    train_loader = make_loader(data.train, range(len(data.train)), cfg.batch_size, cfg.seed, cfg.num_workers)
+    train_loader = make_loader(data.train, range(len(data.train)), cfg.batch_size, cfg.seed, cfg.num_workers,
+                               rank=env.rank, world_size=env.world_size)
     test_loader = None
     if data.test is not None:
         test_loader = make_loader(data.test, range(len(data.test)), min(cfg.batch_size, len(data.test)), 0,
                                   cfg.num_workers, shuffle=False)
     model = build_network(cfg, genotype, data.num_classes, data.in_channels, data.image_size).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     params = count_parameters(model)
     optimizer = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.lr_schedule == "cosine":
@@ -74,47 +82,60 @@ def run_final(cfg: FinalConfig, given: set[str] = frozenset()) -> tuple[RunDir, 
 
     start_epoch = 0
     if rd is None:
-        rd = RunDir.create(cfg.out or time.strftime(f"runs/final-{name}-%Y%m%d-%H%M%S"))
-        rd.write_config(config_to_dict(cfg), kind="final", genotype=genotype.to_dict(), params=params)
-        genotype.save(rd.file("genotype.json"))
+        barrier(env)  # every rank has checked --out before rank 0 creates it
+        rd = RunDir.create(out) if main else RunDir(out)
+        if main:
+            rd.write_config(config_to_dict(cfg), kind="final", genotype=genotype.to_dict(), params=params,
+                            world_size=env.world_size)
+            genotype.save(rd.file("genotype.json"))
     else:
-        start_epoch = _restore(rd, genotype, model, optimizer, scheduler)
-    rd.attach_log_file()
+        start_epoch = _restore(rd, genotype, model, optimizer, scheduler, truncate=main)
+    if main:
+        rd.attach_log_file()
     log.info("retraining %s on %s: %s, %d cells, %d channels, %d parameters (auxiliary head excluded), "
-             "device %s", name, cfg.dataset, type(model).__name__, cfg.layers, cfg.init_channels, params, device)
+             "device %s x %d", name, cfg.dataset, type(model).__name__, cfg.layers, cfg.init_channels, params,
+             device, env.world_size)
+    train_module = wrap_ddp(model, env)
     record: dict = {}
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         lr = scheduler.get_last_lr()[0]
         model.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs  # linear ramp, as the reference code
         train_loader.sampler.set_pass(epoch)
+        if env.enabled:  # distinct drop-path and cutout draws per rank, reproducible from (seed, epoch, rank)
+            torch.manual_seed((cfg.seed * 10_007 + epoch) * env.world_size + env.rank)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         try:
-            stats = train_epoch(model, train_loader, optimizer, criterion, device, cfg.auxiliary_weight,
-                                cfg.grad_clip, desc, cfg.progress)
+            stats = train_epoch(train_module, train_loader, optimizer, criterion, device, cfg.auxiliary_weight,
+                                cfg.grad_clip, desc, cfg.progress and main, cfg.amp, cfg.channels_last)
         except NonFiniteLossError as e:
             kept = f"the last good checkpoint (epoch {epoch}) is kept in {rd.path}" if epoch else \
                 "no epoch had completed, so there is no checkpoint"
             raise NonFiniteLossError(f"{e}; {kept}") from None
         scheduler.step()
-        record = {"epoch": epoch + 1, "lr": lr, "drop_path_prob": model.drop_path_prob, **stats, "params": params}
-        if test_loader is not None:
-            record["test_loss"], record["test_acc"] = evaluate(model, test_loader, device)
-        record["epoch_time_s"] = round(time.time() - t0, 3)
-        rd.append_metrics(record)
-        save_checkpoint({"kind": "final", "epoch": epoch + 1, "genotype": genotype.to_dict(),
-                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": rng_state()}, rd.file(CHECKPOINT))
-        test = f"  test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}%" if test_loader else ""
-        log.info("%s  lr %.5f  train loss %.4f acc %.2f%%%s  %.1fs", desc, lr, stats["train_loss"],
-                 100 * stats["train_acc"], test, record["epoch_time_s"])
-    rd.close()
-    if "test_acc" in record:
-        log.info("final test accuracy %.2f%% with %d parameters", 100 * record["test_acc"], params)
+        if main:
+            record = {"epoch": epoch + 1, "lr": lr, "drop_path_prob": model.drop_path_prob, **stats,
+                      "params": params}
+            if test_loader is not None:
+                record["test_loss"], record["test_acc"] = evaluate(model, test_loader, device)
+            record["epoch_time_s"] = round(time.time() - t0, 3)
+            rd.append_metrics(record)
+            save_checkpoint({"kind": "final", "epoch": epoch + 1, "genotype": genotype.to_dict(),
+                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "rng": rng_state()}, rd.file(CHECKPOINT))
+            test = f"  test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}%" if test_loader else ""
+            log.info("%s  lr %.5f  train loss %.4f acc %.2f%%%s  %.1fs", desc, lr, stats["train_loss"],
+                     100 * stats["train_acc"], test, record["epoch_time_s"])
+        barrier(env)
+    if main:
+        rd.close()
+        if "test_acc" in record:
+            log.info("final test accuracy %.2f%% with %d parameters", 100 * record["test_acc"], params)
+    shutdown(env)
     return rd, record
 
 
-def _restore(rd: RunDir, genotype: Genotype, model, optimizer, scheduler) -> int:
+def _restore(rd: RunDir, genotype: Genotype, model, optimizer, scheduler, truncate: bool = True) -> int:
     path = rd.file(CHECKPOINT)
     if not os.path.exists(path):
         log.warning("%s has no checkpoint yet; starting from epoch 0", rd.path)
@@ -131,5 +152,6 @@ def _restore(rd: RunDir, genotype: Genotype, model, optimizer, scheduler) -> int
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} does not fit this run: {first[:300]}") from None
-    rd.truncate_metrics(state["epoch"])
+    if truncate:
+        rd.truncate_metrics(state["epoch"])
     return int(state["epoch"])

@@ -49,14 +49,19 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str) -> "RunDir":
+        cls.check_new(path)
+        os.makedirs(path, exist_ok=True)
+        return cls(path)
+
+    @staticmethod
+    def check_new(path: str) -> None:
+        """Raise :class:`ConfigError` unless ``path`` can hold a new run (absent, or holding no run)."""
         if os.path.exists(path) and not os.path.isdir(path):
             raise ConfigError(f"--out {path!r} exists and is not a directory")
         if os.path.isdir(path) and (os.path.exists(os.path.join(path, CONFIG)) or
                                     os.path.exists(os.path.join(path, CHECKPOINT))):
             raise ConfigError(f"{path!r} already holds a run; continue it with --resume {path}, or choose another "
                               "--out (nothing was overwritten)")
-        os.makedirs(path, exist_ok=True)
-        return cls(path)
 
     @classmethod
     def open_existing(cls, path: str) -> "RunDir":

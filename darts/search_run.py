@@ -13,6 +13,7 @@ from .bilevel import BilevelOptimizer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig, apply_presets, config_from_dict, config_to_dict
 from .data import BatchStream, load_data, make_loader, search_split
+from .distributed import all_reduce_mean, barrier, init_distributed, shutdown, wrap_ddp
 from .engine import evaluate, resolve_device, search_epoch
 from .errors import CheckpointError, ConfigError, DartsError, NonFiniteLossError
 from .genotype import Genotype
@@ -48,46 +49,63 @@ def parameter_free_count(genotype: Genotype, cell: str = "normal") -> int:
 
 
 def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir, Genotype]:
-    """Run (or resume) a search; returns the run directory and the final genotype."""
+    """Run (or resume) a search; returns the run directory and the final genotype.
+
+    Under ``torchrun`` every rank runs this; ``--batch-size`` is per rank, only rank 0 writes the run directory.
+    """
     if cfg.resume:
         cfg, rd = resolve_resume(cfg, set(given), SearchConfig)
     else:
         rd = None
         apply_presets(cfg).validate()
+        out = cfg.out or time.strftime(f"runs/search-{cfg.dataset}-%Y%m%d-%H%M%S")
+        RunDir.check_new(out)
     if cfg.ops_module:
         load_ops_module(cfg.ops_module)
     primitives = check_primitives(cfg.primitives)
-    device = resolve_device(cfg.device)
+    env = init_distributed(resolve_device(cfg.device))
+    device, main = env.device, env.is_main
 
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.dataset, cfg.data, cfg.download, cfg.image_size, augment=cfg.dataset != "digits")
     train_idx, val_idx = search_split(len(data.train), cfg.train_portion)
-    train_loader = make_loader(data.train, train_idx, cfg.batch_size, cfg.seed, cfg.num_workers)
-    val_stream = BatchStream(make_loader(data.train, val_idx, cfg.batch_size, cfg.seed + 1, cfg.num_workers))
+    shard = dict(rank=env.rank, world_size=env.world_size)
+    train_loader = make_loader(data.train, train_idx, cfg.batch_size, cfg.seed, cfg.num_workers, **shard)
+    val_stream = BatchStream(make_loader(data.train, val_idx, cfg.batch_size, cfg.seed + 1, cfg.num_workers,
+                                         **shard))
     val_eval_loader = make_loader(data.train, val_idx, cfg.batch_size, 0, cfg.num_workers, shuffle=False)
 
     model = Supernet(cfg.init_channels, data.num_classes, cfg.layers, primitives, steps=cfg.nodes,
                      multiplier=cfg.nodes, stem_multiplier=cfg.stem_multiplier, in_channels=data.in_channels,
                      kernels=cfg.kernels).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     impl = model.set_kernels(cfg.kernels, device)
     w_opt = torch.optim.SGD(model.weight_parameters(), cfg.lr, momentum=cfg.momentum,
                             weight_decay=cfg.weight_decay)
     a_opt = torch.optim.Adam(model.arch_parameters(), cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
                              weight_decay=cfg.arch_weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.epochs, eta_min=cfg.lr_min)
-    bilevel = BilevelOptimizer(model, nn.CrossEntropyLoss(), w_opt, a_opt, cfg.order, cfg.hvp, cfg.grad_clip)
+    bilevel = BilevelOptimizer(model, nn.CrossEntropyLoss(), w_opt, a_opt, cfg.order, cfg.hvp, cfg.grad_clip,
+                               reduce=lambda ts: all_reduce_mean(ts, env),
+                               train_module=wrap_ddp(model, env, ignore=("alphas.normal", "alphas.reduce")),
+                               amp_dtype=torch.bfloat16 if cfg.amp else None)
 
     start_epoch = 0
     if rd is None:
-        rd = RunDir.create(cfg.out or time.strftime(f"runs/search-{cfg.dataset}-%Y%m%d-%H%M%S"))
-        rd.write_config(config_to_dict(cfg), kind="search", primitives=list(primitives))
+        barrier(env)  # every rank has checked --out before rank 0 creates it
+        rd = RunDir.create(out) if main else RunDir(out)
+        if main:
+            rd.write_config(config_to_dict(cfg), kind="search", primitives=list(primitives),
+                            world_size=env.world_size)
     else:
-        start_epoch = _restore(rd, cfg, model, w_opt, a_opt, scheduler, val_stream)
-    rd.attach_log_file()
+        start_epoch = _restore(rd, cfg, model, w_opt, a_opt, scheduler, val_stream, truncate=main)
+    if main:
+        rd.attach_log_file()
     n_weights = sum(p.numel() for p in model.weight_parameters())
-    log.info("search on %s (%d train / %d val images), %d epochs, %s order%s, device %s, kernels %s -> %s",
+    log.info("search on %s (%d train / %d val images), %d epochs, %s order%s, device %s x %d, kernels %s -> %s",
              cfg.dataset, len(train_idx), len(val_idx), cfg.epochs, cfg.order,
-             f" ({cfg.hvp} HVP)" if cfg.order == "second" else "", device, cfg.kernels, impl)
+             f" ({cfg.hvp} HVP)" if cfg.order == "second" else "", device, env.world_size, cfg.kernels, impl)
     log.info("supernet: %d cells, %d channels, %d nodes, %d weights; primitives %s; run dir %s",
              cfg.layers, cfg.init_channels, cfg.nodes, n_weights, ",".join(primitives), rd.path)
     if start_epoch:
@@ -100,39 +118,50 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
         train_loader.sampler.set_pass(epoch)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         try:
-            stats = search_epoch(bilevel, train_loader, val_stream, lr, device, desc, cfg.progress)
+            stats = search_epoch(bilevel, train_loader, val_stream, lr, device, desc, cfg.progress and main,
+                                 cfg.channels_last)
         except NonFiniteLossError as e:
             kept = f"the last good checkpoint (epoch {epoch}) is kept in {rd.path}" if epoch else \
                 "no epoch had completed, so there is no checkpoint"
             raise NonFiniteLossError(f"{e}; {kept}. Try a lower --lr or --arch-lr in a new run.") from None
-        val_loss, val_acc = evaluate(model, val_eval_loader, device)
         scheduler.step()
-        genotype = model.genotype(cfg.max_skip)
-        with torch.no_grad():
-            wn, wr = model.edge_weights()
-        record = {
-            "epoch": epoch + 1, "lr": lr, **stats, "val_loss": val_loss, "val_acc": val_acc,
-            "param_free_normal": parameter_free_count(genotype), "epoch_time_s": round(time.time() - t0, 3),
-            "alpha_normal": wn.cpu().tolist(), "alpha_reduce": wr.cpu().tolist(), "genotype": genotype.to_dict(),
-        }
-        rd.append_metrics(record)
-        rd.add_heatmap("alpha/normal", wn, epoch + 1)
-        rd.add_heatmap("alpha/reduce", wr, epoch + 1)
-        save_checkpoint({
-            "kind": "search", "epoch": epoch + 1, "primitives": list(primitives), "nodes": cfg.nodes,
-            "layers": cfg.layers, "init_channels": cfg.init_channels, "method": "darts",
-            "model": model.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "val_stream": val_stream.state_dict(),
-        }, rd.file(CHECKPOINT))
-        log.info("%s  lr %.5f  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  param-free ops %d  %.1fs",
-                 desc, lr, stats["train_loss"], 100 * stats["train_acc"], val_loss, 100 * val_acc,
-                 record["param_free_normal"], record["epoch_time_s"])
-        log.info("genotype = %s", genotype)
-    genotype.save(rd.file("genotype.json"))
-    rd.close()
-    log.info("final genotype written to %s", rd.file("genotype.json"))
-    report_cell(genotype, rd)
+        genotype = model.genotype(cfg.max_skip)  # α are identical on every rank, so is the genotype
+        if main:
+            _end_of_epoch(rd, cfg, epoch, lr, t0, stats, model, genotype, val_eval_loader, device, {
+                "kind": "search", "epoch": epoch + 1, "primitives": list(primitives), "nodes": cfg.nodes,
+                "layers": cfg.layers, "init_channels": cfg.init_channels, "method": "darts",
+                "model": model.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(), "val_stream": val_stream.state_dict(),
+            })
+        barrier(env)
+    if main:
+        genotype.save(rd.file("genotype.json"))
+        rd.close()
+        log.info("final genotype written to %s", rd.file("genotype.json"))
+        report_cell(genotype, rd)
+    barrier(env)
+    shutdown(env)
     return rd, genotype
+
+
+def _end_of_epoch(rd, cfg, epoch, lr, t0, stats, model, genotype, val_loader, device, checkpoint) -> None:
+    """Rank 0, after each epoch: evaluate on the validation split, log metrics and α, save the checkpoint."""
+    val_loss, val_acc = evaluate(model, val_loader, device)
+    with torch.no_grad():
+        wn, wr = model.edge_weights()
+    record = {
+        "epoch": epoch + 1, "lr": lr, **stats, "val_loss": val_loss, "val_acc": val_acc,
+        "param_free_normal": parameter_free_count(genotype), "epoch_time_s": round(time.time() - t0, 3),
+        "alpha_normal": wn.cpu().tolist(), "alpha_reduce": wr.cpu().tolist(), "genotype": genotype.to_dict(),
+    }
+    rd.append_metrics(record)
+    rd.add_heatmap("alpha/normal", wn, epoch + 1)
+    rd.add_heatmap("alpha/reduce", wr, epoch + 1)
+    save_checkpoint(checkpoint, rd.file(CHECKPOINT))
+    log.info("epoch %d/%d  lr %.5f  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  param-free ops %d  %.1fs",
+             epoch + 1, cfg.epochs, lr, stats["train_loss"], 100 * stats["train_acc"], val_loss, 100 * val_acc,
+             record["param_free_normal"], record["epoch_time_s"])
+    log.info("genotype = %s", genotype)
 
 
 def report_cell(genotype: Genotype, rd: RunDir) -> dict:
@@ -162,7 +191,7 @@ def report_cell(genotype: Genotype, rd: RunDir) -> dict:
     return rows
 
 
-def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream) -> int:
+def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream, truncate: bool = True) -> int:
     """Load RUN_DIR/checkpoint.pt into the freshly built objects; returns the number of completed epochs."""
     path = rd.file(CHECKPOINT)
     if not os.path.exists(path):
@@ -185,5 +214,6 @@ def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream) -> int
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} does not fit this run: {first[:300]}") from None
-    rd.truncate_metrics(state["epoch"])
+    if truncate:
+        rd.truncate_metrics(state["epoch"])
     return int(state["epoch"])

@@ -1,0 +1,67 @@
+"""Runs survive SIGKILL at random points: killed and resumed repeatedly, they end bitwise equal to a clean run."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from tests.test_cli import TINY, run
+
+pytestmark = pytest.mark.slow
+
+
+def run_with_kills(script, args, out, kills, seed):
+    """Start ``script``, SIGKILL it after a random delay, resume, and repeat ``kills`` times; then finish."""
+    rng = random.Random(seed)
+    cmd = [sys.executable, script, *args, "--out", out]
+    for _ in range(kills):
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 9.0))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        if os.path.exists(os.path.join(out, "config.json")):  # killed after the run directory was set up
+            cmd = [sys.executable, script, "--resume", out, "--no-progress"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+
+
+def final_state(out):
+    return torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["model"]
+
+
+def assert_same_run(a, b):
+    sa, sb = final_state(a), final_state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    epochs = lambda d: [json.loads(x)["epoch"] for x in open(os.path.join(d, "metrics.jsonl"))]
+    assert epochs(a) == epochs(b)
+
+
+def test_search_killed_at_random_points(tmp_path):
+    args = [*TINY, "--epochs", "4"]
+    run("train_search.py", *args, "--out", str(tmp_path / "ref"))
+    run_with_kills("train_search.py", args, str(tmp_path / "killed"), kills=3, seed=1)
+    assert_same_run(str(tmp_path / "ref"), str(tmp_path / "killed"))
+    g = lambda d: json.load(open(os.path.join(d, "genotype.json")))
+    assert g(tmp_path / "ref") == g(tmp_path / "killed")
+
+
+def test_retraining_killed_at_random_points(tmp_path):
+    cell = tmp_path / "cell.json"
+    cell.write_text(json.dumps({
+        "normal": [["sep_conv_3x3", 0], ["skip_connect", 1], ["dil_conv_3x3", 2], ["skip_connect", 0]],
+        "normal_concat": [2, 3],
+        "reduce": [["max_pool_3x3", 0], ["sep_conv_3x3", 1], ["skip_connect", 2], ["avg_pool_3x3", 0]],
+        "reduce_concat": [2, 3]}))
+    # drop path and cutout draw random numbers every step: the RNG state must be restored exactly
+    args = ["--genotype", str(cell), "--epochs", "6", "--init-channels", "8", "--layers", "4", "--cutout",
+            "--cutout-length", "4", "--drop-path-prob", "0.3", "--no-progress"]
+    run("train_final.py", *args, "--out", str(tmp_path / "ref"))
+    run_with_kills("train_final.py", args, str(tmp_path / "killed"), kills=3, seed=2)
+    assert_same_run(str(tmp_path / "ref"), str(tmp_path / "killed"))
