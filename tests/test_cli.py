@@ -180,3 +180,38 @@ def test_help():
     for script in ("train_search.py", "train_final.py"):
         p = run(script, "--help")
         assert "--resume" in p.stdout and "--init-channels" in p.stdout
+
+
+def test_more_bad_inputs(tmp_path):
+    broken = tmp_path / "broken_ops.py"
+    broken.write_text("raise RuntimeError('boom at import')\n")
+    assert_clear_error(run("train_search.py", "--ops-module", str(broken), check=False),
+                       "could not import op module", "boom at import")
+    code = tmp_path / "code.txt"
+    code.write_text("Genotype(normal=__import__('os').system('touch PWNED'), normal_concat=[2], reduce=[], "
+                    "reduce_concat=[2])")
+    assert_clear_error(run("train_final.py", "--genotype", str(code), check=False), "unsupported expression")
+    assert not os.path.exists(os.path.join(ROOT, "PWNED"))
+    one = tmp_path / "one_class" / "cats"
+    one.mkdir(parents=True)
+    from PIL import Image
+    for i in range(4):
+        Image.new("RGB", (8, 8)).save(one / f"{i}.png")
+    assert_clear_error(run("train_search.py", "--dataset", "folder", "--data", str(tmp_path / "one_class"),
+                           check=False), "at least 2")
+    (tmp_path / "empty").mkdir()
+    assert_clear_error(run("train_search.py", "--dataset", "folder", "--data", str(tmp_path / "empty"), check=False),
+                       "ImageFolder")
+
+
+def test_pickled_checkpoint_is_refused_on_resume(tmp_path):
+    out = str(tmp_path / "run")
+    run("train_search.py", *TINY, "--epochs", "1", "--out", out)
+    evil = ("import os, torch\n"
+            "class Evil:\n"
+            "    def __reduce__(self):\n"
+            "        return (os.system, ('touch " + str(tmp_path / "PWNED") + "',))\n"
+            "torch.save({'format': 1, 'kind': 'search', 'x': Evil()}, '" + os.path.join(out, "checkpoint.pt") + "')\n")
+    subprocess.run([sys.executable, "-c", evil], check=True)
+    assert_clear_error(run("train_search.py", "--resume", out, check=False), "cannot load checkpoint")
+    assert not os.path.exists(tmp_path / "PWNED")
