@@ -45,7 +45,7 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)
-    model = Supernet(args.channels, 10, args.layers, DARTS_PRIMITIVES).to(dtype)
+    model = Supernet(args.channels, 10, args.layers, DARTS_PRIMITIVES, kernels="reference").to(dtype)
     w_opt = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam(model.arch_parameters(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     bo = BilevelOptimizer(model, nn.CrossEntropyLoss(), w_opt, a_opt, "first")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from contextlib import contextmanager
 
 import torch
 
@@ -61,13 +62,27 @@ def load_checkpoint(path: str, kind: str | None = None) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ...: the message names the cause in one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot load checkpoint {path!r}: {first[:300]}") from None
+        raise CheckpointError(f"cannot load checkpoint {path!r}: {_first_line(e)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path!r} is not a checkpoint of this project (format {CHECKPOINT_FORMAT})")
     if kind is not None and state.get("kind") != kind:
         raise CheckpointError(f"{path!r} is a {state.get('kind')!r} checkpoint, expected a {kind!r} one")
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+@contextmanager
+def restoring(path: str):
+    """Around ``load_state_dict`` calls: a state that does not fit (missing keys, wrong shapes) becomes a
+    one-line :class:`CheckpointError` naming ``path`` instead of a long RuntimeError."""
+    try:
+        yield
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path} does not fit this run: {_first_line(e)}") from None
 
 
 def rng_state() -> dict:

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from .bilevel import BilevelOptimizer
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, restoring, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig, apply_presets, config_from_dict, config_to_dict
 from .data import BatchStream, load_data, make_loader, search_split
 from .distributed import all_reduce_mean, barrier, init_distributed, shutdown, wrap_ddp
@@ -204,16 +204,13 @@ def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream, trunca
         if state.get(k) != v:
             raise CheckpointError(f"{path} was written by a run with {k} = {state.get(k)!r}, but this run has "
                                   f"{k} = {v!r}: it belongs to another search space or method")
-    try:
+    with restoring(path):
         model.load_state_dict(state["model"])
         w_opt.load_state_dict(state["w_opt"])
         a_opt.load_state_dict(state["a_opt"])
         scheduler.load_state_dict(state["scheduler"])
         val_stream.load_state_dict(state["val_stream"])
         set_rng_state(state["rng"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} does not fit this run: {first[:300]}") from None
     if truncate:
         rd.truncate_metrics(state["epoch"])
     return int(state["epoch"])
