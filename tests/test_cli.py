@@ -167,6 +167,13 @@ def test_checkpoint_from_another_search_space(tmp_path):
     run("train_search.py", *TINY, "--epochs", "1", "--primitives", "none,skip_connect,sep_conv_3x3", "--out", b)
     os.replace(os.path.join(a, "checkpoint.pt"), os.path.join(b, "checkpoint.pt"))
     assert_clear_error(run("train_search.py", "--resume", b, check=False), "another search space")
+    # a checkpoint of the same space written by another search method
+    from darts.checkpoint import load_checkpoint, save_checkpoint
+    state = load_checkpoint(os.path.join(b, "checkpoint.pt"))
+    state.pop("format")
+    save_checkpoint({**state, "primitives": ["none", "skip_connect", "sep_conv_3x3"], "method": "gdas"},
+                    os.path.join(b, "checkpoint.pt"))
+    assert_clear_error(run("train_search.py", "--resume", b, check=False), "method = 'gdas'")
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
