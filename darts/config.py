@@ -61,7 +61,7 @@ class SearchConfig:
     resume: str | None = _f(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
     device: str = _f("auto", "cpu, cuda, cuda:N, or auto (cuda if available)")
     kernels: str = _f("auto", "mixed-op implementation (auto: the best for the device)",
-                      choices=("auto", "reference"))
+                      choices=("auto", "reference", "triton"))
     num_workers: int | None = _f(None, "data loader worker processes (cifar: 2, in-memory sets: 0)", nonneg=True)
     amp: bool = _f(False, "bfloat16 autocast for the weight steps (the α step stays float32)")
     channels_last: bool = _f(False, "channels-last memory format for the model and its inputs")

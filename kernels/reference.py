@@ -1,7 +1,8 @@
-"""The reference mixed op: the specification every fused kernel is tested against."""
+"""The reference mixed op, search cell and BN-weighted sum: the specifications every fused path is tested against."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def mixed_op_reference(mixed_op, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -18,4 +19,43 @@ def mixed_op_reference(mixed_op, x: torch.Tensor, weights: torch.Tensor) -> torc
     for w, op in zip(weights, mixed_op.candidates):
         y = w * op(x)
         out = y if out is None else out + y
+    return out
+
+
+def cell_reference(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A search cell, edge by edge: node ``i`` is ``Σ_j MixedOp_{ij}(h_j)`` over every earlier node ``j``.
+
+    Args:
+        cell: a :class:`darts.search.SearchCell` (``preprocess0/1``, ``edges``, ``steps``, ``multiplier``).
+        s0, s1: outputs of the two previous cells, ``(B, C_pp, H', W')`` and ``(B, C_p, H, W)``.
+        weights: ``(edges, K)`` op weights of the cell type.
+    Returns:
+        ``(B, multiplier·C, H/s, W/s)``: the last ``multiplier`` nodes concatenated.
+    """
+    states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+    offset = 0
+    for _ in range(cell.steps):
+        s = None
+        for j, h in enumerate(states):
+            y = cell.edges[offset + j](h, weights[offset + j])
+            s = y if s is None else s + y
+        offset += len(states)
+        states.append(s)
+    return torch.cat(states[-cell.multiplier :], dim=1)
+
+
+def bn_weighted_sum_reference(ys, weights: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``Σ_k weights[k] · BN(ys[k])`` with non-affine, batch-statistics BatchNorm (the DARTS op tails, Eq. 2).
+
+    Args:
+        ys: K tensors ``(B, C, H, W)`` (a list, or one ``(K, B, C, H, W)`` tensor).
+        weights: ``(K,)``.
+        eps: BatchNorm epsilon.
+    Returns:
+        ``(B, C, H, W)``; BN normalises each channel of each ``ys[k]`` by its biased batch variance.
+    """
+    out = None
+    for w, y in zip(weights, ys):
+        t = w * F.batch_norm(y, None, None, training=True, eps=eps)
+        out = t if out is None else out + t
     return out

@@ -1,4 +1,5 @@
 """--amp (bfloat16 autocast, α step in float32) and --channels-last agree with the plain float32 step."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -9,9 +10,9 @@ from darts.search import Supernet
 from darts.zoo import get_genotype
 
 
-def setup(amp=False, channels_last=False):
+def setup(amp=False, channels_last=False, kernels="reference"):
     torch.manual_seed(0)
-    m = Supernet(8, 5, 3, DARTS_PRIMITIVES, steps=2, multiplier=2, kernels="reference")
+    m = Supernet(8, 5, 3, DARTS_PRIMITIVES, steps=2, multiplier=2, kernels=kernels)
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
     w_opt = torch.optim.SGD(m.weight_parameters(), 0.05, momentum=0.9, weight_decay=3e-4)
@@ -28,9 +29,10 @@ def rel(a, b):
     return float(torch.cat([(x - y).flatten() for x, y in zip(a, b)]).norm() / torch.cat([y.flatten() for y in b]).norm())
 
 
-def test_amp_weight_step_close_to_float32_and_alpha_stays_float32():
-    m32, bo32, batch = setup()
-    m16, bo16, _ = setup(amp=True)
+@pytest.mark.parametrize("kernels", ["reference", "auto"])
+def test_amp_weight_step_close_to_float32_and_alpha_stays_float32(kernels):
+    m32, bo32, batch = setup(kernels=kernels)
+    m16, bo16, _ = setup(amp=True, kernels=kernels)
     # the α step never autocasts: at the same weights its gradient is exactly the float32 one
     g32, _ = bo32.arch_gradient(batch, batch, 0.05)
     g16, _ = bo16.arch_gradient(batch, batch, 0.05)

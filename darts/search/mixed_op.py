@@ -1,7 +1,9 @@
 """The mixed op: one edge of the supernet, mixing every candidate op (DARTS Eq. 2).
 
-This is the single seam where the weighted sum is computed. The candidate modules live here; *how* the sum is
-computed (reference loop or fused kernels) is an implementation chosen by the ``kernels`` setting.
+The candidate modules live here; *how* the weighted sum is computed (reference loop or fused kernels) is an
+implementation from :mod:`kernels`, chosen by the ``kernels`` setting. Inside a search cell the sum over all of a
+node's edges is computed at once by the cell implementation of the same setting (:class:`SearchCell`), so that
+what the edges share (the ReLU and pools of their input) is computed once.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kernels import resolve_kernels
+from kernels import get_cell_impl, resolve_kernels
 
 from ..genotype import Genotype, derive_genotype, num_edges
 from ..ops import FactorizedReduce, ReLUConvBN, check_primitives
@@ -49,19 +49,15 @@ class SearchCell(nn.Module):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
                 self.edges.append(MixedOp(C, stride, primitives))
+        self.impl = "reference"  # set by Supernet.set_kernels
 
     def forward(self, s0, s1, weights):
-        """``s0``, ``s1``: outputs of the two previous cells; ``weights``: (edges, K). Returns (B, m·C, H, W)."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        offset = 0
-        for _ in range(self.steps):
-            s = None
-            for j, h in enumerate(states):
-                y = self.edges[offset + j](h, weights[offset + j])
-                s = y if s is None else s + y
-            offset += len(states)
-            states.append(s)
-        return torch.cat(states[-self.multiplier :], dim=1)
+        """``s0``, ``s1``: outputs of the two previous cells; ``weights``: (edges, K). Returns (B, m·C, H, W).
+
+        The cell's sum over edges and ops is computed by the implementation chosen with ``set_kernels`` (the
+        reference loop is :func:`kernels.reference.cell_reference`).
+        """
+        return get_cell_impl(self.impl)(self, s0, s1, weights)
 
 
 class Supernet(nn.Module):
@@ -132,12 +128,15 @@ class Supernet(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------------
     def set_kernels(self, kernels: str, device=None) -> str:
-        """Choose the mixed-op implementation for ``device`` (default: where the model lives); returns it."""
+        """Choose the mixed-op and cell implementation for ``device`` (default: where the model lives); returns it.
+
+        Raises :class:`darts.errors.ConfigError` for ``triton`` where Triton cannot run.
+        """
         device = device if device is not None else self.stem[0].weight.device
         impl = resolve_kernels(kernels, torch.device(device))
         self.kernels = kernels
         for m in self.modules():
-            if isinstance(m, MixedOp):
+            if isinstance(m, (MixedOp, SearchCell)):
                 m.impl = impl
         self._impl_device = torch.device(device)
         return impl

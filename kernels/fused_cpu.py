@@ -1,0 +1,169 @@
+"""The fused search cell and mixed op in pure PyTorch: the same mathematics as the reference, less work and memory.
+
+Node ``i`` of a cell is ``Σ_j Σ_k w_{ij,k} · op_{ij,k}(h_j)`` (DARTS Eq. 2 summed over the incoming edges). This
+path computes it node by node instead of edge by edge:
+
+* ``none`` is skipped: it contributes exactly zero, and its op-weight gradient ⟨g, 0⟩ is exactly zero.
+* The ReLU that begins every conv op (SepConv, DilConv, ReLUConvBN, FactorizedReduce, ...) is computed once per
+  input node and shared by every conv op of every edge that reads that node.
+* Parameter-free pools are computed once per input node and stride, shared by the edges that read it; their
+  non-affine BN has the same batch statistics on every edge, and each edge's running statistics are still moved.
+* Every non-affine BN tail of a node's incoming ops (conv ops, pools, FactorizedReduce) is fused with the
+  α-weighted sum into one autograd node (:mod:`kernels.bn_sum`, or the Triton kernel), which saves the BN inputs
+  only, never the K normalised outputs.
+* A 3x3 depthwise conv and the 1x1 conv after it keep only their input; backward recomputes the depthwise
+  output (:mod:`kernels.dwpw`).
+* On CPU the cell runs in channels-last layout, where the depthwise and 1x1 convolutions are several times faster.
+
+Parameters and buffers are read from the modules at every call (``torch.func.functional_call`` substitutes
+them in the second-order step). Any candidate module this file does not recognise runs as itself, unfused. In
+eval mode (BatchNorm on running statistics) the reference path runs.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from darts.ops import FactorizedReduce, Identity, Zero
+
+from .bn_sum import bn_weighted_sum
+from .dwpw import dw_pw, is_dw_pw
+from .reference import cell_reference, mixed_op_reference
+
+
+def _bn_tail(m) -> bool:
+    """A BatchNorm that may be fused into the weighted sum: non-affine and in training mode."""
+    return isinstance(m, nn.BatchNorm2d) and not m.affine and m.training
+
+
+def _running(bn: nn.BatchNorm2d):
+    """``(running_mean, running_var, factor)`` for a fused BN, with ``BatchNorm2d.forward``'s bookkeeping."""
+    if not bn.track_running_stats:
+        return None
+    bn.num_batches_tracked.add_(1)
+    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return (bn.running_mean, bn.running_var, factor)
+
+
+class _NodeSum:
+    """Collects the terms of one node: BN-tailed ``(y, bn, weight)`` (fused later) and plain ``w · y`` terms."""
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = weights  # (edges, K)
+        self.bn = defaultdict(list)  # eps -> [(y, bn module, (edge, k))]
+        self.plain = None
+        self.zero = None
+
+    def add_bn(self, y, bn, edge, k):
+        self.bn[bn.eps].append((y, bn, (edge, k)))
+
+    def add_plain(self, y, edge, k):
+        t = self.weights[edge, k] * y
+        self.plain = t if self.plain is None else self.plain + t
+
+    def total(self, bn_sum):
+        out = self.plain
+        for eps, terms in self.bn.items():
+            ys = [t[0] for t in terms]
+            rows = torch.tensor([t[2][0] for t in terms], device=self.weights.device)
+            cols = torch.tensor([t[2][1] for t in terms], device=self.weights.device)
+            s = bn_sum(ys, self.weights[rows, cols], eps, [_running(t[1]) for t in terms])
+            out = s if out is None else out + s
+        if out is None:  # every op was ``none``: the node is the zero op's output, as in the reference
+            op, h, edge, k = self.zero
+            out = self.weights[edge, k] * op(h)
+        return out
+
+
+def _body(layers, y):
+    """Run ``layers`` on ``y``; a depthwise 3x3 + 1x1 conv pair runs as one node that recomputes the middle.
+
+    Only 3x3 kernels (sep_conv_3x3 twice, dil_conv_3x3): recomputing them costs little, while the 5x5 depthwise
+    convs cost about four times as much to recompute for the same memory (measured on 2 CPU cores).
+    """
+    fmt = torch.channels_last if y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last) else None
+    i = 0
+    while i < len(layers):
+        if fmt is not None and _strided_dilated_dw(layers[i]):
+            y = y.contiguous()  # oneDNN's channels-last kernel is 2-3x slower than NCHW for these
+        if i + 1 < len(layers) and is_dw_pw(layers[i], layers[i + 1]) and layers[i].kernel_size == (3, 3):
+            y = dw_pw(y, layers[i], layers[i + 1])
+            i += 2
+        else:
+            y = layers[i](y)
+            i += 1
+    return y if fmt is None else y.contiguous(memory_format=fmt)
+
+
+def _strided_dilated_dw(m) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels and m.stride != (1, 1)
+            and m.dilation != (1, 1))
+
+
+def _edge_terms(mixed_op, h, edge: int, node: _NodeSum, cache: dict) -> None:
+    """Add the terms of one edge reading ``h`` to ``node``; ``cache`` holds what is shared per input node."""
+    for k, op in enumerate(mixed_op.candidates):
+        if isinstance(op, Zero):
+            node.zero = node.zero or (op, h, edge, k)
+            continue
+        if isinstance(op, Identity):
+            node.add_plain(h, edge, k)
+        elif (isinstance(op, nn.Sequential) and len(op) == 2 and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d))
+              and _bn_tail(op[1])):
+            key = repr(op[0])  # the pool's full configuration: equal keys compute equal outputs
+            if key not in cache:
+                cache[key] = op[0](h)
+            node.add_bn(cache[key], op[1], edge, k)
+        elif (isinstance(getattr(op, "op", None), nn.Sequential) and isinstance(op.op[0], nn.ReLU)
+              and _bn_tail(op.op[-1])):
+            if "relu" not in cache:
+                cache["relu"] = F.relu(h)
+            node.add_bn(_body(list(op.op[1:-1]), cache["relu"]), op.op[-1], edge, k)
+        elif isinstance(op, FactorizedReduce) and _bn_tail(op.bn):
+            if "relu" not in cache:
+                cache["relu"] = F.relu(h)
+            r = cache["relu"]
+            node.add_bn(torch.cat([op.conv_1(r), op.conv_2(r[:, :, 1:, 1:])], dim=1), op.bn, edge, k)
+        else:  # an op we do not know the inside of: run it as is
+            node.add_plain(op(h), edge, k)
+
+
+def make_impls(bn_sum, channels_last_on_cpu: bool):
+    """Build ``(mixed_op_impl, cell_impl)`` around a BN-weighted-sum function ``bn_sum(ys, w, eps, running)``."""
+
+    def mixed_op_impl(mixed_op, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """One edge, ``Σ_k w_k · op_k(x)`` (DARTS Eq. 2), fused as described in the module docstring."""
+        # Eval mode uses running statistics, and the fused autograd nodes are not autocast-aware (--amp):
+        # both take the reference path.
+        if not mixed_op.training or torch.is_autocast_enabled(x.device.type):
+            return mixed_op_reference(mixed_op, x, weights)
+        node = _NodeSum(weights.unsqueeze(0))
+        _edge_terms(mixed_op, x, 0, node, {})
+        return node.total(bn_sum)
+
+    def cell_impl(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """A search cell node by node; same signature and result as :func:`kernels.reference.cell_reference`."""
+        if not cell.training or torch.is_autocast_enabled(s1.device.type):
+            return cell_reference(cell, s0, s1, weights)
+        if channels_last_on_cpu and s1.device.type == "cpu":
+            s0 = s0.contiguous(memory_format=torch.channels_last)
+            s1 = s1.contiguous(memory_format=torch.channels_last)
+        states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+        caches = [{}, {}]
+        offset = 0
+        for _ in range(cell.steps):
+            node = _NodeSum(weights)
+            for j, h in enumerate(states):
+                _edge_terms(cell.edges[offset + j], h, offset + j, node, caches[j])
+            offset += len(states)
+            states.append(node.total(bn_sum))
+            caches.append({})
+        return torch.cat(states[-cell.multiplier :], dim=1)
+
+    return mixed_op_impl, cell_impl
+
+
+mixed_op_fused_cpu, cell_fused_cpu = make_impls(bn_weighted_sum, channels_last_on_cpu=True)
