@@ -13,3 +13,13 @@ if ROOT not in sys.path:
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: batch-1 forwards of small maps gain nothing from threads, and OpenMP
+    threads that spin while another process holds the cores make them up to 100x slower on a 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,14 +20,7 @@ SEP = {"sep_conv_3x3": (3, 1), "sep_conv_5x5": (5, 2), "sep_conv_7x7": (7, 3)}  
 DIL = {"dil_conv_3x3": (3, 2), "dil_conv_5x5": (5, 4)}  # kernel, padding (dilation 2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Batch-1 forwards of small maps gain nothing from intra-op threads, and OpenMP threads that spin while
-    # another process holds the cores make them up to 100x slower on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 import torch.nn as nn
 
 import darts.final
@@ -12,14 +11,7 @@ from darts.genotype import Genotype
 from darts.zoo import get_genotype
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Batch-1 forwards of small maps gain nothing from intra-op threads, and OpenMP threads that spin while
-    # another process holds the cores make them up to 100x slower on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_layer_formulas():

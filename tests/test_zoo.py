@@ -34,14 +34,7 @@ KNOWN_IMAGENET_GAPS = {
 TOLERANCE_M = 0.1 + 0.05
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Batch-1 forwards of small maps gain nothing from intra-op threads, and OpenMP threads that spin while
-    # another process holds the cores make them up to 100x slower on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import importlib.util
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kernels.bn_sum import bn_weighted_sum
 from kernels.reference import bn_weighted_sum_reference
