@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 
@@ -23,3 +24,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+SMALL_CELL = {
+    "normal": [["sep_conv_3x3", 0], ["skip_connect", 1], ["dil_conv_3x3", 2], ["skip_connect", 0]],
+    "normal_concat": [2, 3],
+    "reduce": [["max_pool_3x3", 0], ["sep_conv_3x3", 1], ["skip_connect", 2], ["avg_pool_3x3", 0]],
+    "reduce_concat": [2, 3],
+}
+
+
+@pytest.fixture
+def small_cell_file(tmp_path):
+    """A 2-node genotype with convs, pools, skips and a strided FactorizedReduce, written as JSON."""
+    path = tmp_path / "cell.json"
+    path.write_text(json.dumps(SMALL_CELL))
+    return path

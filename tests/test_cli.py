@@ -58,13 +58,10 @@ def test_search_then_retrain(tmp_path):
     assert json.load(open(os.path.join(final, "genotype.json"))) == g
 
 
-def test_retrain_with_auxiliary_head_and_drop_path(tmp_path):
+def test_retrain_with_auxiliary_head_and_drop_path(tmp_path, small_cell_file):
     final = str(tmp_path / "final")
-    g = {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1], ["dil_conv_3x3", 2], ["skip_connect", 0]],
-         "normal_concat": [2, 3], "reduce": [["max_pool_3x3", 0], ["sep_conv_5x5", 1], ["skip_connect", 2],
-                                             ["avg_pool_3x3", 0]], "reduce_concat": [2, 3]}
-    (tmp_path / "g.json").write_text(json.dumps(g))
-    run("train_final.py", "--genotype", str(tmp_path / "g.json"), "--dataset", "synthetic", "--epochs", "2",
+    g = json.loads(small_cell_file.read_text())
+    run("train_final.py", "--genotype", str(small_cell_file), "--dataset", "synthetic", "--epochs", "2",
         "--init-channels", "4", "--layers", "3", "--batch-size", "256", "--auxiliary", "--drop-path-prob", "0.3",
         "--out", final, "--no-progress")
     recs = [json.loads(x) for x in open(os.path.join(final, "metrics.jsonl"))]
@@ -74,7 +71,7 @@ def test_retrain_with_auxiliary_head_and_drop_path(tmp_path):
     with_aux = NetworkCIFAR(4, 10, 3, True, Genotype.from_dict(g))
     without = NetworkCIFAR(4, 10, 3, False, Genotype.from_dict(g))
     assert recs[0]["params"] == count_parameters(with_aux) == sum(p.numel() for p in without.parameters())
-    assert_clear_error(run("train_final.py", "--genotype", str(tmp_path / "g.json"), "--auxiliary", check=False),
+    assert_clear_error(run("train_final.py", "--genotype", str(small_cell_file), "--auxiliary", check=False),
                        "--auxiliary needs at least 5x5")
 
 

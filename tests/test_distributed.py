@@ -116,13 +116,8 @@ def test_torchrun_search(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_retraining(tmp_path):
-    cell = tmp_path / "cell.json"
-    cell.write_text(json.dumps({
-        "normal": [["sep_conv_3x3", 0], ["skip_connect", 1], ["dil_conv_3x3", 2], ["skip_connect", 0]],
-        "normal_concat": [2, 3],
-        "reduce": [["max_pool_3x3", 0], ["sep_conv_3x3", 1], ["skip_connect", 2], ["avg_pool_3x3", 0]],
-        "reduce_concat": [2, 3]}))
+def test_torchrun_retraining(tmp_path, small_cell_file):
+    cell = small_cell_file
     out = str(tmp_path / "run")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29612",
            "train_final.py", "--genotype", str(cell), "--epochs", "2", "--init-channels", "4", "--layers", "3",

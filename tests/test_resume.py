@@ -52,13 +52,8 @@ def test_search_killed_at_random_points(tmp_path):
     assert g(tmp_path / "ref") == g(tmp_path / "killed")
 
 
-def test_retraining_killed_at_random_points(tmp_path):
-    cell = tmp_path / "cell.json"
-    cell.write_text(json.dumps({
-        "normal": [["sep_conv_3x3", 0], ["skip_connect", 1], ["dil_conv_3x3", 2], ["skip_connect", 0]],
-        "normal_concat": [2, 3],
-        "reduce": [["max_pool_3x3", 0], ["sep_conv_3x3", 1], ["skip_connect", 2], ["avg_pool_3x3", 0]],
-        "reduce_concat": [2, 3]}))
+def test_retraining_killed_at_random_points(tmp_path, small_cell_file):
+    cell = small_cell_file
     # drop path and cutout draw random numbers every step: the RNG state must be restored exactly
     args = ["--genotype", str(cell), "--epochs", "6", "--init-channels", "8", "--layers", "4", "--cutout",
             "--cutout-length", "4", "--drop-path-prob", "0.3", "--no-progress"]
