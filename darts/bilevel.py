@@ -11,6 +11,7 @@ and the Hessian-vector product is either the paper's central finite difference (
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,11 @@ class BilevelOptimizer:
         train_module: what the weight step calls, e.g. the DDP wrapper of ``model`` (default ``model``).
         amp_dtype: run the weight step's forward under ``torch.autocast`` in this dtype (bfloat16 for
             ``--amp``); the α step always runs in full precision, since α's gradients are small differences.
+
+    The model's search method (``model.method``, a :class:`darts.methods.SearchMethod`) enters here in three
+    places: it draws its noise before each step (``resample``), adds its regulariser of α to the α step
+    (``arch_loss``; it depends on α only, so in second order too its gradient simply adds to Eq. 7), and may
+    perturb α around the weight step (``weight_step_perturbation``).
     """
 
     def __init__(self, model: nn.Module, criterion, w_optimizer: torch.optim.SGD, a_optimizer: torch.optim.Optimizer,
@@ -74,6 +80,7 @@ class BilevelOptimizer:
         self.reduce = reduce or (lambda tensors: tensors)
         self.train_module = train_module if train_module is not None else model
         self.amp_dtype = amp_dtype
+        self.method = getattr(model, "method", None)
 
     # -- helpers --------------------------------------------------------------------------------------
     def _loss_at(self, weights: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x, y):
@@ -86,7 +93,19 @@ class BilevelOptimizer:
 
     # -- α gradient -----------------------------------------------------------------------------------
     def arch_gradient(self, train_batch, val_batch, xi: float) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The α gradient of the current order, and the validation loss (at w for first order, at w')."""
+        """The α gradient of the current order plus that of the method's regulariser, and the validation loss
+        (at w for first order, at w'; without the regulariser)."""
+        alphas = self.model.arch_parameters()
+        if self.method is not None:
+            self.method.resample(self.model)
+        grads, loss = self._data_arch_gradient(train_batch, val_batch, xi)
+        reg = self.method.arch_loss(self.model) if self.method is not None else None
+        if reg is not None:
+            extra = torch.autograd.grad(reg, alphas, allow_unused=True)
+            grads = [g if e is None else g + e for g, e in zip(grads, extra)]
+        return grads, loss
+
+    def _data_arch_gradient(self, train_batch, val_batch, xi: float):
         alphas = self.model.arch_parameters()
         x_val, y_val = val_batch
         if self.order == "first":
@@ -154,20 +173,28 @@ class BilevelOptimizer:
         """One SGD step on the weights (α untouched). Returns (loss, number of correct predictions)."""
         x, y = train_batch
         weights = self.model.weight_parameters()
-        with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
-            logits = self.train_module(x)
-            loss = self.criterion(logits, y)
-        self.w_optimizer.zero_grad(set_to_none=True)
-        # No α gradient is computed or accumulated here; under DDP its hooks average the weight gradients.
-        loss.backward(inputs=weights)
+        if self.method is not None:
+            self.method.resample(self.model)
+        perturb = self.method.weight_step_perturbation(self.model) if self.method is not None else nullcontext()
+        with perturb:
+            with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                                enabled=self.amp_dtype is not None):
+                logits = self.train_module(x)
+                loss = self.criterion(logits, y)
+            self.w_optimizer.zero_grad(set_to_none=True)
+            # No α gradient is computed or accumulated here; under DDP its hooks average the weight gradients.
+            # Backward runs inside the perturbation: α must hold the value the forward pass used.
+            loss.backward(inputs=weights)
         value = _check_finite(loss.detach(), "training loss")
         norm = nn.utils.clip_grad_norm_(weights, self.grad_clip)
         _check_finite(norm, "weight gradient norm")
         self.w_optimizer.step()
         return value, int((logits.argmax(1) == y).sum())
 
-    def step(self, train_batch, val_batch, xi: float) -> StepStats:
-        """The DARTS iteration (Alg. 1): α step on a validation batch, then weight step on a training batch."""
-        val_loss = self.arch_step(train_batch, val_batch, xi)
+    def step(self, train_batch, val_batch, xi: float, update_arch: bool = True) -> StepStats:
+        """The DARTS iteration (Alg. 1): α step on a validation batch, then weight step on a training batch.
+
+        ``update_arch=False`` skips the α step (the warm-up epochs of PC-DARTS and DrNAS); ``val_loss`` is NaN."""
+        val_loss = self.arch_step(train_batch, val_batch, xi) if update_arch else float("nan")
         train_loss, correct = self.weight_step(train_batch)
         return StepStats(val_loss, train_loss, correct, int(train_batch[1].numel()))

@@ -22,18 +22,20 @@ class MixedOp(nn.Module):
         C: channels of the edge's input and output.
         stride: 1, or 2 for edges that read a cell input in a reduction cell.
         primitives: the ordered op names (the columns of α).
+        search_bn: append the non-affine BatchNorm to ``search_bn`` ops (DARTS); NAS-Bench-201's search cell
+            runs its pools bare.
     Every BatchNorm inside is non-affine (DARTS Sec. 3.1: affine BN parameters would rescale the op outputs and
     confound α); ops registered with ``search_bn`` (the pools) get a non-affine BatchNorm appended.
     """
 
-    def __init__(self, C: int, stride: int, primitives: tuple[str, ...]):
+    def __init__(self, C: int, stride: int, primitives: tuple[str, ...], search_bn: bool = True):
         super().__init__()
         self.primitives = primitives
         self.stride = stride
         self.candidates = nn.ModuleList()
         for name in primitives:
             op = build_op(name, C, stride, False)
-            if get_op_spec(name).search_bn:
+            if search_bn and get_op_spec(name).search_bn:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             self.candidates.append(op)
         self.impl = "reference"  # set by Supernet.set_kernels

@@ -10,7 +10,6 @@ import logging
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from kernels import get_cell_impl, resolve_kernels
 
@@ -22,18 +21,41 @@ log = logging.getLogger(__name__)
 
 
 class ArchParameters(nn.Module):
-    """The architecture parameters α: one ``(edges, K)`` tensor per cell type, initialised as 1e-3·N(0, 1)."""
+    """The architecture parameters: one ``(edges, K)`` α per cell type, initialised as 1e-3·N(0, 1), and any
+    extra parameters a method adds (PC-DARTS's edge β), in a fixed order.
 
-    def __init__(self, edges: int, num_ops: int):
+    Args:
+        groups: cell type -> number of edges (``{"normal": 14, "reduce": 14}`` in DARTS), or one int for that
+            DARTS layout.
+        num_ops: K, the number of primitives.
+        extra: name -> shape of method-specific parameters, created after the α.
+    """
+
+    def __init__(self, groups: dict[str, int] | int, num_ops: int, extra: dict[str, tuple[int, ...]] | None = None):
         super().__init__()
-        self.normal = nn.Parameter(1e-3 * torch.randn(edges, num_ops))
-        self.reduce = nn.Parameter(1e-3 * torch.randn(edges, num_ops))
+        if isinstance(groups, int):
+            groups = {"normal": groups, "reduce": groups}
+        self.groups = tuple(groups)
+        for name, edges in groups.items():
+            self.register_parameter(name, nn.Parameter(1e-3 * torch.randn(edges, num_ops)))
+        self.extra_names = tuple(extra or {})
+        for name, shape in (extra or {}).items():
+            self.register_parameter(name, nn.Parameter(1e-3 * torch.randn(*shape)))
+
+    def group(self, name: str) -> nn.Parameter:
+        """α of one cell type, ``(edges, K)``."""
+        return getattr(self, name)
+
+    def all(self) -> list[nn.Parameter]:
+        """Every architecture parameter: the α groups in order, then the extras."""
+        return [getattr(self, n) for n in (*self.groups, *self.extra_names)]
 
 
 class SearchCell(nn.Module):
     """A cell of the supernet: every intermediate node sums a mixed op on every earlier node."""
 
-    def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev, primitives):
+    def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev, primitives,
+                 method=None):
         super().__init__()
         self.reduction = reduction
         self.steps = steps
@@ -48,16 +70,37 @@ class SearchCell(nn.Module):
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(C, stride, primitives))
+                self.edges.append(method.build_edge(C, stride, primitives) if method is not None
+                                  else MixedOp(C, stride, primitives))
+        # Methods that change how an edge or a node is computed run edge by edge (see SearchMethod).
+        self.generic = bool(method is not None and method.generic_cell)
         self.impl = "reference"  # set by Supernet.set_kernels
 
-    def forward(self, s0, s1, weights):
-        """``s0``, ``s1``: outputs of the two previous cells; ``weights``: (edges, K). Returns (B, m·C, H, W).
+    def forward(self, s0, s1, weights, coefficients=None):
+        """``s0``, ``s1``: outputs of the two previous cells; ``weights``: (edges, K); ``coefficients``: None or
+        (edges,) factors on the edge outputs. Returns (B, m·C, H, W).
 
         The cell's sum over edges and ops is computed by the implementation chosen with ``set_kernels`` (the
-        reference loop is :func:`kernels.reference.cell_reference`).
+        reference loop is :func:`kernels.reference.cell_reference`), or edge by edge for methods that need it.
         """
+        if self.generic or coefficients is not None:
+            return self.forward_edges(s0, s1, weights, coefficients)
         return get_cell_impl(self.impl)(self, s0, s1, weights)
+
+    def forward_edges(self, s0, s1, weights, coefficients=None):
+        """Node ``i`` = ``Σ_j c_ij · edge_ij(h_j, w_ij)`` edge by edge (``c`` = 1 without coefficients)."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            s = None
+            for j, h in enumerate(states):
+                y = self.edges[offset + j](h, weights[offset + j])
+                if coefficients is not None:
+                    y = coefficients[offset + j] * y
+                s = y if s is None else s + y
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[-self.multiplier :], dim=1)
 
 
 class Supernet(nn.Module):
@@ -73,14 +116,19 @@ class Supernet(nn.Module):
         stem_multiplier: stem channels are ``stem_multiplier * C`` (3).
         in_channels: image channels (3 for RGB, 1 for digits).
         kernels: mixed-op implementation, ``auto`` | ``reference`` | ... (see :mod:`kernels`).
+        method: a :class:`darts.methods.SearchMethod` (default: plain DARTS): the relaxation of α, the edge
+            module, and the per-edge coefficients.
 
     The stem's BatchNorm is affine as in the reference code; every BatchNorm inside the cells is non-affine.
     ``forward`` returns logits only: the supernet does not own its loss.
     """
 
     def __init__(self, C: int, num_classes: int, layers: int, primitives, steps: int = 4, multiplier: int = 4,
-                 stem_multiplier: int = 3, in_channels: int = 3, kernels: str = "auto"):
+                 stem_multiplier: int = 3, in_channels: int = 3, kernels: str = "auto", method=None):
         super().__init__()
+        from ..methods.base import SearchMethod  # not at module level: methods build on this package
+
+        self.method = method if method is not None else SearchMethod()
         self.primitives = check_primitives(primitives)
         self.steps, self.multiplier = steps, multiplier
         self.kernels = kernels
@@ -94,19 +142,26 @@ class Supernet(nn.Module):
             if reduction:
                 C_curr *= 2
             cell = SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
-                              self.primitives)
+                              self.primitives, self.method)
             self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
-        self.alphas = ArchParameters(num_edges(steps), len(self.primitives))
+        groups = {"normal": num_edges(steps), "reduce": num_edges(steps)}
+        self.alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups))
         self._impl_device = None
 
     # -- parameters -----------------------------------------------------------------------------------
+    space = "darts"
+
     def arch_parameters(self) -> list[nn.Parameter]:
-        """α of the normal and the reduction cell, in that order."""
-        return [self.alphas.normal, self.alphas.reduce]
+        """α of the normal and the reduction cell, in that order, then any parameters the method adds."""
+        return self.alphas.all()
+
+    def node_in_degrees(self) -> list[int]:
+        """Incoming edges of each intermediate node, in α row order (node i of a DARTS cell reads 2 + i nodes)."""
+        return [2 + i for i in range(self.steps)]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every other parameter, in registration order (stable across runs, so optimizer state lines up)."""
@@ -117,13 +172,18 @@ class Supernet(nn.Module):
 
     # -- relaxation -----------------------------------------------------------------------------------
     def edge_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Op weights of every edge from α: softmax over the ops (DARTS Eq. 2). Shapes (edges, K) each."""
-        return F.softmax(self.alphas.normal, dim=-1), F.softmax(self.alphas.reduce, dim=-1)
+        """Op weights of every edge of the normal and the reduction cell, (edges, K) each: softmax(α) for DARTS
+        (Eq. 2), or the method's relaxation (see :meth:`darts.methods.SearchMethod.op_weights`)."""
+        return tuple(self.method.op_weights(self.alphas.group(g), g, self.training) for g in self.alphas.groups)
+
+    def strengths(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The op strengths the discretizer reads, (edges, K) per cell type (softmax(α) for DARTS)."""
+        with torch.no_grad():
+            return tuple(self.method.derive_weights(self, g) for g in self.alphas.groups)
 
     def genotype(self, max_skip: int | None = None) -> Genotype:
         """The discrete cell that α encodes now (the DARTS rule, :func:`darts.genotype.derive_genotype`)."""
-        with torch.no_grad():
-            wn, wr = self.edge_weights()
+        wn, wr = self.strengths()
         return derive_genotype(wn, wr, self.primitives, self.steps, self.multiplier, max_skip=max_skip)
 
     # -- forward --------------------------------------------------------------------------------------
@@ -146,8 +206,12 @@ class Supernet(nn.Module):
         if self._impl_device != x.device:  # dispatch by device, once per device change
             self.set_kernels(self.kernels, x.device)
         w_normal, w_reduce = self.edge_weights()
+        c_normal, c_reduce = (self.method.edge_coefficients(self, g) for g in self.alphas.groups)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+            if cell.reduction:
+                s0, s1 = s1, cell(s0, s1, w_reduce, c_reduce)
+            else:
+                s0, s1 = s1, cell(s0, s1, w_normal, c_normal)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))

@@ -1,0 +1,96 @@
+"""The seam every search method plugs into, and plain DARTS as its default implementation.
+
+A method differs from DARTS in at most these places (NNI's and NASLib's "get / process / apply weights"):
+
+* ``op_weights``: how α becomes the op weights of the forward pass (softmax in DARTS Eq. 2; sigmoid, Gumbel
+  or Dirichlet samples in the successors);
+* ``build_edge``: the module computing one edge from those weights (partial channels, one sampled op, an
+  auxiliary skip);
+* ``edge_coefficients``: a per-edge factor on each edge's output inside a node (PC-DARTS edge normalisation);
+* ``arch_loss``: a regulariser added to the validation loss of the α step;
+* ``weight_step_perturbation``: a change of α during the weight step only (SDARTS random smoothing);
+* ``start_epoch``: schedules (temperatures, decays), always a function of the epoch so resuming needs no state;
+* ``derive_weights``: the op strengths the discretizer reads.
+
+The supernet and the bilevel step call these hooks and nothing else; a new method is one subclass registered
+with :func:`darts.methods.register_method`.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..search.mixed_op import MixedOp
+
+
+class SearchMethod:
+    """DARTS (Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019): softmax over α.
+
+    Class attributes a subclass sets:
+        name: the ``--method`` value.
+        paper: the citation printed in ``--help`` and the README.
+        presets: config fields the method's paper sets differently from DARTS, used where the user did not set
+            them, for the full-size data sets (CIFAR, ImageFolder).
+        small_presets: the same for the small embedded/synthetic sets (epochs scaled down).
+        generic_cell: True when the method changes how an edge or a node is computed, so the search cell runs
+            edge by edge (each edge still through the ``--kernels`` mixed-op implementation) instead of the
+            fused cell path.
+    """
+
+    name: ClassVar[str] = "darts"
+    paper: ClassVar[str] = "Liu et al., DARTS: Differentiable Architecture Search, ICLR 2019"
+    presets: ClassVar[dict] = {}
+    small_presets: ClassVar[dict] = {}
+    generic_cell: ClassVar[bool] = False
+
+    # -- construction -----------------------------------------------------------------------------------
+    def build_edge(self, C: int, stride: int, primitives: tuple[str, ...], search_bn: bool = True) -> nn.Module:
+        """The module of one edge: ``edge(x, weights_row) -> y``."""
+        return MixedOp(C, stride, primitives, search_bn=search_bn)
+
+    def extra_arch_shapes(self, groups: dict[str, int]) -> dict[str, tuple[int, ...]]:
+        """Extra architecture parameters (name -> shape) given the α groups (name -> number of edges)."""
+        return {}
+
+    # -- relaxation -------------------------------------------------------------------------------------
+    def op_weights(self, alpha: torch.Tensor, group: str, training: bool) -> torch.Tensor:
+        """Op weights ``(edges, K)`` of the forward pass from ``alpha`` ``(edges, K)``: softmax (DARTS Eq. 2)."""
+        return F.softmax(alpha, dim=-1)
+
+    def edge_coefficients(self, model, group: str) -> torch.Tensor | None:
+        """A factor ``(edges,)`` on every edge's output inside its node, or None (DARTS: none)."""
+        return None
+
+    def derive_weights(self, model, group: str) -> torch.Tensor:
+        """Op strengths ``(edges, K)`` for the discretizer (DARTS: softmax(α))."""
+        return self.op_weights(model.alphas.group(group), group, training=False)
+
+    def resample(self, model) -> None:
+        """Draw the noise of the next forward passes (stochastic relaxations); DARTS has none."""
+
+    # -- the bilevel step -------------------------------------------------------------------------------
+    def arch_loss(self, model) -> torch.Tensor | None:
+        """A regulariser of α added to the validation loss of the α step, or None."""
+        return None
+
+    def weight_step_perturbation(self, model):
+        """A context manager around the weight step that may change α temporarily (DARTS: does nothing)."""
+        return contextlib.nullcontext()
+
+    def start_epoch(self, model, epoch: int, epochs: int) -> dict:
+        """Set the schedules for 0-based ``epoch`` of ``epochs``; returns what to log (e.g. a temperature)."""
+        return {}
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        return self.name
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave ``groups`` channel groups: (B, g·c, H, W) -> channel ``i·g + j`` holds group ``j``'s ``i``."""
+    B, C, H, W = x.shape
+    return x.view(B, groups, C // groups, H, W).transpose(1, 2).reshape(B, C, H, W)

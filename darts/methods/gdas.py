@@ -1,0 +1,79 @@
+"""GDAS (Dong & Yang, "Searching for A Robust Neural Architecture in Four GPU Hours", CVPR 2019): one op per edge,
+sampled with the Gumbel-max trick; gradients reach α through a straight-through Gumbel-softmax.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..search.mixed_op import MixedOp
+from .base import SearchMethod
+
+
+class SampledMixedOp(MixedOp):
+    """An edge that computes only the op its one-hot weight row selects: ``h_k · op_k(x)`` with ``k = argmax h``.
+
+    ``h`` is the straight-through sample (value one-hot, gradient of the soft sample), so the gradient reaches
+    every α of the edge through ``h_k`` and the softmax, while the other K-1 ops cost nothing (GDAS Sec. 3.2).
+    """
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        k = int(weights.detach().argmax())
+        return weights[k] * self.candidates[k](x)
+
+
+class GDAS(SearchMethod):
+    """Gumbel-softmax sampling of one op per edge with a temperature annealed from ``tau_max`` to ``tau_min``.
+
+    Training forward (Eq. 5-6): ``h = one_hot(argmax(log softmax(α) + g))`` with Gumbel noise ``g``, and
+    backward through ``softmax((log softmax(α) + g) / τ)`` (straight-through). The noise is drawn once per α step
+    and once per weight step (:meth:`resample`), so the passes of a second-order step see the same sample.
+    Evaluation uses ``one_hot(argmax α)``; the discretizer reads ``softmax(α)``. τ decays linearly from 10 to 0.1
+    over the search (Sec. 4.1).
+    """
+
+    name = "gdas"
+    paper = "Dong and Yang, Searching for A Robust Neural Architecture in Four GPU Hours, CVPR 2019"
+    presets = dict(arch_lr=3e-4, arch_weight_decay=1e-3)
+    small_presets = dict(arch_lr=3e-3)  # a few hundred steps: α must move faster than on CIFAR to show anything
+    generic_cell = True
+
+    def __init__(self, tau_max: float = 10.0, tau_min: float = 0.1):
+        if not 0 < tau_min <= tau_max:
+            raise ValueError(f"GDAS needs 0 < tau_min <= tau_max, got {tau_min}, {tau_max}")
+        self.tau_max, self.tau_min, self.tau = tau_max, tau_min, tau_max
+        self._gumbel: dict[str, torch.Tensor] = {}
+
+    def build_edge(self, C, stride, primitives, search_bn=True):
+        return SampledMixedOp(C, stride, primitives, search_bn=search_bn)
+
+    def resample(self, model):
+        self._gumbel = {}
+        for g in model.alphas.groups:
+            a = model.alphas.group(g)
+            # -log(-log U), U ~ U(0, 1); clamped away from 0 and 1 so the noise is finite
+            u = torch.rand_like(a).clamp_(1e-10, 1.0 - 1e-7)
+            self._gumbel[g] = -torch.log(-torch.log(u))
+
+    def op_weights(self, alpha, group, training):
+        if not training:
+            return F.one_hot(alpha.detach().argmax(-1), alpha.shape[-1]).to(alpha.dtype)
+        noise = self._gumbel.get(group)
+        if noise is None or noise.shape != alpha.shape or noise.device != alpha.device:
+            noise = -torch.log(-torch.log(torch.rand_like(alpha).clamp_(1e-10, 1.0 - 1e-7)))
+            self._gumbel[group] = noise
+        soft = F.softmax((F.log_softmax(alpha, dim=-1) + noise) / self.tau, dim=-1)
+        hard = F.one_hot(soft.detach().argmax(-1), alpha.shape[-1]).to(soft.dtype)
+        return hard - soft.detach() + soft
+
+    def derive_weights(self, model, group):
+        return F.softmax(model.alphas.group(group), dim=-1)
+
+    def start_epoch(self, model, epoch, epochs):
+        frac = epoch / max(epochs - 1, 1)
+        self.tau = self.tau_max - (self.tau_max - self.tau_min) * frac
+        return {"tau": self.tau}
+
+    def describe(self):
+        return f"gdas (tau {self.tau_max} -> {self.tau_min})"
