@@ -34,6 +34,13 @@ class StepStats:
     train_count: int
 
 
+def _grad(output, inputs, **kw) -> list[torch.Tensor]:
+    """``torch.autograd.grad`` with zeros for inputs the output does not depend on (e.g. the weights of the ops
+    GDAS did not sample this step): their gradient is zero, not missing."""
+    grads = torch.autograd.grad(output, inputs, allow_unused=True, **kw)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+
+
 def _check_finite(value: torch.Tensor, what: str) -> float:
     v = float(value)
     if v != v or v in (float("inf"), float("-inf")):
@@ -110,7 +117,7 @@ class BilevelOptimizer:
         x_val, y_val = val_batch
         if self.order == "first":
             loss = self.criterion(self.model(x_val), y_val)
-            return list(self.reduce(list(torch.autograd.grad(loss, alphas)))), loss.detach()
+            return list(self.reduce(_grad(loss, alphas))), loss.detach()
 
         names, W = zip(*self.model.named_weight_parameters())
         # Copies of the BN buffers: the unrolled and finite-difference passes must not move the running stats.
@@ -121,7 +128,7 @@ class BilevelOptimizer:
         # Eq. 6: one SGD step with the optimizer's momentum and weight decay, w' = w − ξ(μ v + ∇w L_train + λ w).
         loss_tr = self._loss_at(dict(zip(names, W)), buffers, x_tr, y_tr)
         _check_finite(loss_tr.detach(), "training loss of the unrolled step")
-        g_w = torch.autograd.grad(loss_tr, W, create_graph=exact)
+        g_w = _grad(loss_tr, W, create_graph=exact)
         mu, wd = self._sgd_hyper()
         unrolled = {}
         with torch.no_grad():
@@ -133,14 +140,14 @@ class BilevelOptimizer:
 
         # Eq. 7, first term: gradients of L_val at (w', α).
         loss_val = self._loss_at(unrolled, buffers, x_val, y_val)
-        grads = self.reduce(list(torch.autograd.grad(loss_val, [*alphas, *unrolled.values()])))
+        grads = self.reduce(_grad(loss_val, [*alphas, *unrolled.values()]))
         d_alpha, d_w = grads[: len(alphas)], grads[len(alphas) :]
 
         # Eq. 7, second term: ∇²_{α,w} L_train(w, α) · d_w.
         if exact:
             # Hessians average like gradients: ∇α(mean_r g_r · v) = mean_r ∇α(g_r · v).
             dot = sum((g * v).sum() for g, v in zip(g_w, d_w))
-            hvp = self.reduce(list(torch.autograd.grad(dot, alphas)))
+            hvp = self.reduce(_grad(dot, alphas))
         else:
             hvp = self._finite_difference_hvp(names, W, d_w, buffers, x_tr, y_tr)
         return [da - xi * h for da, h in zip(d_alpha, hvp)], loss_val.detach()
@@ -154,7 +161,7 @@ class BilevelOptimizer:
         for sign in (1.0, -1.0):
             with torch.no_grad():
                 shifted = {n: w + sign * eps * t for n, w, t in zip(names, W, v)}
-            out.append(torch.autograd.grad(self._loss_at(shifted, buffers, x, y), alphas))
+            out.append(_grad(self._loss_at(shifted, buffers, x, y), alphas))
         return self.reduce([(gp - gn) / (2 * eps) for gp, gn in zip(*out)])
 
     # -- the two steps --------------------------------------------------------------------------------

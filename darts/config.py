@@ -34,28 +34,66 @@ class SearchConfig:
     epochs: int | None = _f(None, "search epochs (cifar: 50, digits: 6)", positive=True)
     batch_size: int | None = _f(None, "batch size of both splits (cifar: 64, digits: 64)", positive=True)
     train_portion: float = _f(0.5, "fraction of the training set used for weights; the rest trains α")
-    lr: float = _f(0.025, "initial weight learning rate (SGD, cosine schedule)", positive=True)
-    lr_min: float = _f(0.001, "final weight learning rate", nonneg=True)
+    lr: float | None = _f(None, "initial weight learning rate (SGD, cosine schedule; darts: 0.025, pcdarts and "
+                          "drnas: 0.1)", positive=True)
+    lr_min: float | None = _f(None, "final weight learning rate (darts: 0.001, pcdarts and drnas: 0)", nonneg=True)
     momentum: float = _f(0.9, "SGD momentum", nonneg=True)
     weight_decay: float = _f(3e-4, "SGD weight decay", nonneg=True)
     grad_clip: float = _f(5.0, "clip the weight gradient to this global norm", positive=True)
-    arch_lr: float = _f(3e-4, "α learning rate (Adam)", positive=True)
+    arch_lr: float | None = _f(None, "α learning rate (Adam; darts: 3e-4, pcdarts and drnas: 6e-4)", positive=True)
     arch_beta1: float = _f(0.5, "α Adam beta1", nonneg=True)
     arch_beta2: float = _f(0.999, "α Adam beta2", nonneg=True)
-    arch_weight_decay: float = _f(1e-3, "α weight decay", nonneg=True)
+    arch_weight_decay: float | None = _f(None, "α weight decay (1e-3)", nonneg=True)
+    arch_warmup: int | None = _f(None, "epochs of weight steps only before α is first updated (darts: 0, "
+                                 "pcdarts: 15, drnas: 10 on CIFAR)", nonneg=True)
     init_channels: int | None = _f(None, "channels of the first cell (cifar: 16, digits: 8)", positive=True)
     layers: int | None = _f(None, "number of cells (cifar: 8, digits: 5)", positive=True)
     nodes: int = _f(4, "intermediate nodes per cell", positive=True)
     stem_multiplier: int = _f(3, "stem channels = stem_multiplier * init_channels", positive=True)
+    method: str = _f("darts", "search method: the relaxation of α and how edges are computed (see the README's "
+                     "table)", choices=("darts", "pcdarts", "gdas", "fairdarts", "drnas", "darts-", "sdarts-rs"))
+    space: str = _f("darts", "search space: the DARTS CNN cell, or NAS-Bench-201's cell and macro network",
+                    choices=("darts", "nb201"))
     order: str = _f("first", "first- or second-order α gradient (DARTS Eq. 7)", choices=("first", "second"))
     hvp: str = _f("finite-difference", "second order: Hessian-vector product by the paper's finite difference "
                   "(Eq. 8) or exactly by double backward", choices=("finite-difference", "exact"))
-    primitives: tuple[str, ...] = _f(DARTS_PRIMITIVES, "comma-separated op names: the search space, in column "
-                                     "order of α", metavar="OP,OP,...")
+    primitives: tuple[str, ...] | None = _f(None, "comma-separated op names: the search space, in column order of "
+                                            "α (default: the space's own: " + ",".join(DARTS_PRIMITIVES) +
+                                            " for darts; none,skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3 "
+                                            "for nb201)", metavar="OP,OP,...")
     ops_module: str | None = _f(None, "Python module or .py file that registers extra ops (@register_op)",
                                 metavar="MODULE")
     max_skip: int | None = _f(None, "keep at most this many skip connections in the derived normal cell "
                               "(P-DARTS); default: no limit", nonneg=True)
+    early_stop: str = _f("off", "stop the search early: 'skip' when the normal cell has >= 2 skip connections "
+                         "for --skip-patience epochs (DARTS+), 'hessian' when the dominant eigenvalue of the "
+                         "α-Hessian of the validation loss grows by --hessian-ratio (RobustDARTS)",
+                         choices=("off", "skip", "hessian"))
+    skip_patience: int = _f(1, "--early-stop skip: consecutive epochs with >= 2 skip connections", positive=True)
+    hessian_every: int = _f(0, "compute the dominant α-Hessian eigenvalue every K epochs and log it (0: never; "
+                            "--early-stop hessian sets 1)", nonneg=True, metavar="K")
+    hessian_ratio: float = _f(1 / 0.75, "--early-stop hessian: stop when the eigenvalue grows by this factor "
+                              "(RobustDARTS: 1/0.75)", positive=True)
+    hessian_lag: int = _f(4, "--early-stop hessian: compare with the eigenvalue this many computations earlier "
+                          "(RobustDARTS's code: 4)", positive=True)
+    hessian_window: int = _f(1, "--early-stop hessian: average the eigenvalue over this many computations",
+                             positive=True)
+    hessian_start: int = _f(10, "--early-stop hessian: ignore comparisons with epochs before this one (λ rises "
+                            "steeply right after initialisation)", nonneg=True)
+    nb201_cells: int | None = _f(None, "--space nb201: cells per stage N (cifar: 5, digits: 1)", positive=True)
+    nb201_file: str | None = _f(None, "--space nb201: the official benchmark file; with the nas_201_api package "
+                                "installed, the derived cell's true accuracy is logged each epoch", metavar="FILE")
+    pc_k: int = _f(4, "[pcdarts] 1/K of the channels go through the mixed op", positive=True)
+    gdas_tau_max: float = _f(10.0, "[gdas] initial Gumbel-softmax temperature", positive=True)
+    gdas_tau_min: float = _f(0.1, "[gdas] final temperature", positive=True)
+    fair_zero_one_weight: float = _f(10.0, "[fairdarts] weight of the zero-one loss", nonneg=True)
+    drnas_reg: str = _f("kl", "[drnas] regulariser: KL to the Dir(1) anchor, or l2 (= --arch-weight-decay only)",
+                        choices=("kl", "l2"))
+    drnas_reg_scale: float = _f(1e-3, "[drnas] scale of the KL regulariser", nonneg=True)
+    dartsminus_beta0: float = _f(1.0, "[darts-] initial coefficient of the auxiliary skip", nonneg=True)
+    dartsminus_decay: str = _f("linear", "[darts-] decay of the coefficient to 0", choices=("linear", "cosine"))
+    sdarts_epsilon: float = _f(0.3, "[sdarts-rs] final half-width of the uniform α noise", nonneg=True)
+    sdarts_epsilon_min: float = _f(0.03, "[sdarts-rs] initial half-width", nonneg=True)
     seed: int = _f(2, "random seed")
     out: str | None = _f(None, "run directory (default runs/search-DATASET-TIMESTAMP)", metavar="RUN_DIR")
     resume: str | None = _f(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
@@ -69,6 +107,17 @@ class SearchConfig:
 
     def validate(self) -> "SearchConfig":
         _validate_common(self)
+        for field_name, method in METHOD_FIELDS.items():
+            default = SearchConfig.__dataclass_fields__[field_name].default
+            if getattr(self, field_name) != default and self.method != method:
+                raise ConfigError(f"--{field_name.replace('_', '-')} is an option of --method {method}, "
+                                  f"but this run uses --method {self.method}")
+        if self.space == "nb201" and self.nodes != 4:
+            raise ConfigError("--space nb201 has a fixed cell of 4 nodes; do not set --nodes")
+        if self.gdas_tau_min > self.gdas_tau_max:
+            raise ConfigError(f"--gdas-tau-min ({self.gdas_tau_min}) is larger than --gdas-tau-max")
+        if self.sdarts_epsilon_min > self.sdarts_epsilon:
+            raise ConfigError(f"--sdarts-epsilon-min ({self.sdarts_epsilon_min}) is larger than --sdarts-epsilon")
         if not 0.0 < self.train_portion < 1.0:
             raise ConfigError(f"--train-portion must be strictly between 0 and 1, got {self.train_portion}")
         if self.lr_min > self.lr:
@@ -131,14 +180,27 @@ class FinalConfig:
         return self
 
 
+# Method options: field -> the method it belongs to (setting it for another method is an error).
+METHOD_FIELDS = {
+    "pc_k": "pcdarts", "gdas_tau_max": "gdas", "gdas_tau_min": "gdas", "fair_zero_one_weight": "fairdarts",
+    "drnas_reg": "drnas", "drnas_reg_scale": "drnas", "dartsminus_beta0": "darts-", "dartsminus_decay": "darts-",
+    "sdarts_epsilon": "sdarts-rs", "sdarts_epsilon_min": "sdarts-rs",
+}
+# The DARTS paper's search hyperparameters, for every data set, after the method's and the data set's presets.
+SEARCH_DEFAULTS = dict(lr=0.025, lr_min=0.001, arch_lr=3e-4, arch_weight_decay=1e-3, arch_warmup=0)
+# Data sets where a method's paper settings apply as they are; on the others its small_presets apply.
+PAPER_SCALE_DATASETS = ("cifar10", "cifar100", "folder")
+
 # Presets fill fields left at None. Keys: data set name, or "imagenet" for --imagenet-layout.
 SEARCH_PRESETS = {
     "cifar10": dict(epochs=50, batch_size=64, init_channels=16, layers=8, num_workers=2),
     "cifar100": dict(epochs=50, batch_size=64, init_channels=16, layers=8, num_workers=2),
     "folder": dict(epochs=50, batch_size=64, init_channels=16, layers=8, num_workers=2),
-    "synthetic": dict(epochs=1, batch_size=32, init_channels=16, layers=8, num_workers=0),
-    "digits": dict(epochs=6, batch_size=64, init_channels=8, layers=5, num_workers=0),
+    "synthetic": dict(epochs=1, batch_size=32, init_channels=16, layers=8, num_workers=0, nb201_cells=5),
+    "digits": dict(epochs=6, batch_size=64, init_channels=8, layers=5, num_workers=0, nb201_cells=1),
 }
+for _d in ("cifar10", "cifar100", "folder"):
+    SEARCH_PRESETS[_d]["nb201_cells"] = 5
 _CIFAR_FINAL = dict(epochs=600, batch_size=96, lr=0.025, lr_schedule="cosine", weight_decay=3e-4,
                     label_smoothing=0.0, init_channels=36, layers=20, auxiliary=True, cutout=True,
                     drop_path_prob=0.2, num_workers=2, image_size=32)
@@ -160,12 +222,22 @@ def apply_presets(cfg):
     """Fill every ``None`` field that has a preset for the config's data set (in place); returns ``cfg``."""
     if isinstance(cfg, FinalConfig):
         key = "imagenet" if cfg.imagenet_layout else cfg.dataset
-        presets = FINAL_PRESETS[key]
+        layers = [FINAL_PRESETS[key]]
     else:
-        presets = SEARCH_PRESETS[cfg.dataset]
-    for name, value in presets.items():
-        if getattr(cfg, name, "absent") is None:
-            setattr(cfg, name, value)
+        from .methods import get_method_class
+
+        method = get_method_class(cfg.method)
+        # the method's paper settings first, then the data set's, then DARTS's
+        layers = [method.presets if cfg.dataset in PAPER_SCALE_DATASETS else method.small_presets,
+                  SEARCH_PRESETS[cfg.dataset], SEARCH_DEFAULTS]
+        if cfg.primitives is None:
+            from .spaces import default_primitives
+
+            cfg.primitives = tuple(default_primitives(cfg.space))
+    for presets in layers:
+        for name, value in presets.items():
+            if getattr(cfg, name, "absent") is None:
+                setattr(cfg, name, value)
     return cfg
 
 

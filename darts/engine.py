@@ -30,26 +30,31 @@ def _to(batch, device, channels_last: bool = False):
 
 
 def search_epoch(bilevel: BilevelOptimizer, train_loader, val_stream, xi: float, device, desc: str,
-                 progress: bool = True, channels_last: bool = False) -> dict:
+                 progress: bool = True, channels_last: bool = False, update_arch: bool = True) -> dict:
     """One pass over the training split; each step takes the next batch of the persistent validation stream.
 
-    Returns mean training loss/accuracy and the mean validation loss seen by the α steps."""
+    ``update_arch=False``: weight steps only (α warm-up); the validation stream still advances, so a run's
+    batches do not depend on its warm-up length. Returns mean training loss/accuracy and the mean validation
+    loss seen by the α steps (None when there were none)."""
     bilevel.model.train()
     tot_loss = tot_val = 0.0
     correct = count = steps = 0
     with Progress(len(train_loader), desc, enabled=progress) as bar:
         for step, batch in enumerate(train_loader):
             try:
-                s = bilevel.step(_to(batch, device, channels_last), _to(next(val_stream), device, channels_last), xi)
+                s = bilevel.step(_to(batch, device, channels_last), _to(next(val_stream), device, channels_last), xi,
+                                 update_arch=update_arch)
             except NonFiniteLossError as e:
                 raise NonFiniteLossError(f"{desc}, step {step + 1}: {e}") from None
             tot_loss += s.train_loss * s.train_count
-            tot_val += s.val_loss
+            if update_arch:
+                tot_val += s.val_loss
             correct += s.train_correct
             count += s.train_count
             steps += 1
             bar.update(loss=tot_loss / count, acc=correct / count)
-    return {"train_loss": tot_loss / count, "train_acc": correct / count, "arch_val_loss": tot_val / steps}
+    return {"train_loss": tot_loss / count, "train_acc": correct / count,
+            "arch_val_loss": tot_val / steps if update_arch else None}
 
 
 @torch.no_grad()

@@ -259,6 +259,18 @@ def _conv_7x1_1x7(C, stride, affine):
     return Conv7x1x1x7(C, stride, affine=affine)
 
 
+# NAS-Bench-201's plain convolutions (Dong & Yang, ICLR 2020, Sec. 2.1): ReLU -> Conv -> BN, so the fused kernels
+# recognise them like any other ReLUConvBN and share the ReLU of their input.
+@register_op("nor_conv_1x1")
+def _nor_conv_1x1(C, stride, affine):
+    return ReLUConvBN(C, C, 1, stride, 0, affine=affine)
+
+
+@register_op("nor_conv_3x3")
+def _nor_conv_3x3(C, stride, affine):
+    return ReLUConvBN(C, C, 3, stride, 1, affine=affine)
+
+
 #: The search space of the DARTS paper, in the order of the original ``PRIMITIVES`` (columns of α).
 DARTS_PRIMITIVES: tuple[str, ...] = (
     "none",

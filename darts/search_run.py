@@ -13,13 +13,13 @@ from .bilevel import BilevelOptimizer
 from .checkpoint import load_checkpoint, restoring, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig, apply_presets, config_from_dict, config_to_dict
 from .data import BatchStream, load_data, make_loader, search_split
-from .distributed import all_reduce_mean, barrier, init_distributed, shutdown, wrap_ddp
+from .distributed import all_reduce_mean, barrier, broadcast_flag, init_distributed, shutdown, wrap_ddp
 from .engine import evaluate, resolve_device, search_epoch
 from .errors import CheckpointError, ConfigError, DartsError, NonFiniteLossError
 from .genotype import Genotype
 from .ops import check_primitives, get_op_spec, load_ops_module
 from .rundir import CHECKPOINT, RunDir
-from .search import Supernet
+from .spaces import build_search_model
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,54 @@ def resolve_resume(cfg, given: set[str], cls):
     return saved, rd
 
 
-def parameter_free_count(genotype: Genotype, cell: str = "normal") -> int:
-    """Number of parameter-free ops (skip, pools) in a cell: the collapse indicator of DARTS."""
-    return sum(get_op_spec(op).parameter_free for op, _ in getattr(genotype, cell))
+def _cell_edges(genotype, cell: str = "normal"):
+    """The (op, input) pairs of the normal cell of a DARTS genotype, or of the one cell of an NB201 genotype."""
+    if hasattr(genotype, "nodes"):
+        return [e for node in genotype.nodes for e in node]
+    return list(getattr(genotype, cell))
+
+
+def parameter_free_count(genotype, cell: str = "normal") -> int:
+    """Number of parameter-free ops (skip, pools; not ``none``) in a cell: the collapse indicator of DARTS."""
+    return sum(get_op_spec(op).parameter_free and not get_op_spec(op).is_zero for op, _ in _cell_edges(genotype, cell))
+
+
+def skip_count(genotype, cell: str = "normal") -> int:
+    """Number of ``skip_connect`` edges in a cell (the DARTS+ criterion)."""
+    return sum(op == "skip_connect" for op, _ in _cell_edges(genotype, cell))
+
+
+def build_method(cfg: SearchConfig):
+    """The :class:`darts.methods.SearchMethod` of ``cfg.method`` with its options from the config."""
+    from .methods import get_method
+
+    options = {
+        "pcdarts": dict(k=cfg.pc_k),
+        "gdas": dict(tau_max=cfg.gdas_tau_max, tau_min=cfg.gdas_tau_min),
+        "fairdarts": dict(zero_one_weight=cfg.fair_zero_one_weight),
+        "drnas": dict(reg=cfg.drnas_reg, reg_scale=cfg.drnas_reg_scale),
+        "darts-": dict(beta0=cfg.dartsminus_beta0, decay=cfg.dartsminus_decay),
+        "sdarts-rs": dict(epsilon=cfg.sdarts_epsilon, epsilon_min=cfg.sdarts_epsilon_min),
+    }.get(cfg.method, {})
+    return get_method(cfg.method, **options)
+
+
+def check_requirements(cfg: SearchConfig, primitives) -> None:
+    """Options that need particular ops in the search space; a clear error instead of a silent no-op."""
+    from .spaces import check_space_primitives
+
+    check_space_primitives(cfg.space, primitives)
+    if "skip_connect" not in primitives:
+        if cfg.max_skip is not None:
+            raise ConfigError("--max-skip limits skip_connect, which is not in --primitives")
+        if cfg.early_stop == "skip":
+            raise ConfigError("--early-stop skip counts skip_connect, which is not in --primitives")
+    if cfg.method == "pcdarts":
+        channels = [cfg.init_channels * m for m in (1, 2, 4)]
+        bad = [c for c in channels if c % cfg.pc_k]
+        if bad:
+            raise ConfigError(f"--method pcdarts needs every cell's channels ({', '.join(map(str, channels))}) "
+                              f"divisible by --pc-k {cfg.pc_k}")
 
 
 def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir, Genotype]:
@@ -63,6 +108,9 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
     if cfg.ops_module:
         load_ops_module(cfg.ops_module)
     primitives = check_primitives(cfg.primitives)
+    check_requirements(cfg, primitives)
+    if cfg.early_stop == "hessian" and not cfg.hessian_every:
+        cfg.hessian_every = 1
     env = init_distributed(resolve_device(cfg.device))
     device, main = env.device, env.is_main
 
@@ -75,9 +123,11 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
                                          **shard))
     val_eval_loader = make_loader(data.train, val_idx, cfg.batch_size, 0, cfg.num_workers, shuffle=False)
 
-    model = Supernet(cfg.init_channels, data.num_classes, cfg.layers, primitives, steps=cfg.nodes,
-                     multiplier=cfg.nodes, stem_multiplier=cfg.stem_multiplier, in_channels=data.in_channels,
-                     kernels=cfg.kernels).to(device)
+    method = build_method(cfg)
+    model = build_search_model(cfg.space, C=cfg.init_channels, num_classes=data.num_classes, layers=cfg.layers,
+                               nodes=cfg.nodes, stem_multiplier=cfg.stem_multiplier, cells_per_stage=cfg.nb201_cells,
+                               primitives=primitives, in_channels=data.in_channels, kernels=cfg.kernels,
+                               method=method).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     impl = model.set_kernels(cfg.kernels, device)
@@ -88,9 +138,16 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.epochs, eta_min=cfg.lr_min)
     bilevel = BilevelOptimizer(model, nn.CrossEntropyLoss(), w_opt, a_opt, cfg.order, cfg.hvp, cfg.grad_clip,
                                reduce=lambda ts: all_reduce_mean(ts, env),
-                               train_module=wrap_ddp(model, env, ignore=("alphas.normal", "alphas.reduce")),
+                               train_module=wrap_ddp(model, env, ignore=tuple(
+                                   n for n, _ in model.named_parameters() if n.startswith("alphas."))),
                                amp_dtype=torch.bfloat16 if cfg.amp else None)
 
+    stoppers = make_stoppers(cfg)
+    benchmark = None
+    if cfg.space == "nb201" and main:
+        from .spaces.nb201 import open_benchmark
+
+        benchmark = open_benchmark(cfg.nb201_file)
     start_epoch = 0
     if rd is None:
         barrier(env)  # every rank has checked --out before rank 0 creates it
@@ -99,69 +156,142 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
             rd.write_config(config_to_dict(cfg), kind="search", primitives=list(primitives),
                             world_size=env.world_size)
     else:
-        start_epoch = _restore(rd, cfg, model, w_opt, a_opt, scheduler, val_stream, truncate=main)
+        start_epoch = _restore(rd, cfg, model, w_opt, a_opt, scheduler, val_stream, stoppers, truncate=main)
     if main:
         rd.attach_log_file()
     n_weights = sum(p.numel() for p in model.weight_parameters())
     log.info("search on %s (%d train / %d val images), %d epochs, %s order%s, device %s x %d, kernels %s -> %s",
              cfg.dataset, len(train_idx), len(val_idx), cfg.epochs, cfg.order,
              f" ({cfg.hvp} HVP)" if cfg.order == "second" else "", device, env.world_size, cfg.kernels, impl)
-    log.info("supernet: %d cells, %d channels, %d nodes, %d weights; primitives %s; run dir %s",
-             cfg.layers, cfg.init_channels, cfg.nodes, n_weights, ",".join(primitives), rd.path)
+    log.info("method %s (%s); space %s", method.describe(), method.paper, cfg.space)
+    if cfg.space == "nb201":
+        log.info("supernet: NAS-Bench-201, %d cells per stage, %d channels, %d weights; primitives %s; run dir %s",
+                 cfg.nb201_cells, cfg.init_channels, n_weights, ",".join(primitives), rd.path)
+    else:
+        log.info("supernet: %d cells, %d channels, %d nodes, %d weights; primitives %s; run dir %s",
+                 cfg.layers, cfg.init_channels, cfg.nodes, n_weights, ",".join(primitives), rd.path)
+    if cfg.arch_warmup:
+        log.info("α is frozen for the first %d epoch(s) (weight steps only)", cfg.arch_warmup)
     if start_epoch:
         log.info("resumed from %s at epoch %d", rd.file(CHECKPOINT), start_epoch)
 
     genotype = model.genotype(cfg.max_skip)
-    for epoch in range(start_epoch, cfg.epochs):
+    stopped = stoppers.get("stopped")
+    if stopped:
+        log.info("this run had stopped early at epoch %d: %s", start_epoch, stopped)
+    for epoch in range(start_epoch, cfg.epochs if not stopped else start_epoch):
         t0 = time.time()
         lr = scheduler.get_last_lr()[0]
         train_loader.sampler.set_pass(epoch)
+        schedule = method.start_epoch(model, epoch, cfg.epochs)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         try:
             stats = search_epoch(bilevel, train_loader, val_stream, lr, device, desc, cfg.progress and main,
-                                 cfg.channels_last)
+                                 cfg.channels_last, update_arch=epoch >= cfg.arch_warmup)
         except NonFiniteLossError as e:
             kept = f"the last good checkpoint (epoch {epoch}) is kept in {rd.path}" if epoch else \
                 "no epoch had completed, so there is no checkpoint"
             raise NonFiniteLossError(f"{e}; {kept}. Try a lower --lr or --arch-lr in a new run.") from None
         scheduler.step()
         genotype = model.genotype(cfg.max_skip)  # α are identical on every rank, so is the genotype
+        extra = dict(schedule)
+        if cfg.hessian_every and (epoch + 1) % cfg.hessian_every == 0:
+            model.train()
+            extra["hessian_eigenvalue"] = _hessian_eigenvalue(model, val_eval_loader, device,
+                                                              lambda ts: all_reduce_mean(ts, env))
+        if "genotypes" in stoppers:  # RobustDARTS returns the cell of the epoch the rule looks back to
+            stoppers["genotypes"][epoch + 1] = genotype.to_dict()
+        stop = _check_stop(stoppers, epoch, genotype, extra)
+        stop = broadcast_flag(bool(stop), env) and (stop or "rank 0 stopped early")
+        if benchmark is not None:
+            acc = benchmark.test_accuracy(genotype, cfg.dataset)
+            if acc is not None:
+                extra["nb201_test_acc"] = acc
         if main:
-            _end_of_epoch(rd, cfg, epoch, lr, t0, stats, model, genotype, val_eval_loader, device, {
+            _end_of_epoch(rd, cfg, epoch, lr, t0, stats, model, genotype, val_eval_loader, device, extra, {
                 "kind": "search", "epoch": epoch + 1, "primitives": list(primitives), "nodes": cfg.nodes,
-                "layers": cfg.layers, "init_channels": cfg.init_channels, "method": "darts",
+                "layers": cfg.layers, "init_channels": cfg.init_channels, "method": cfg.method, "space": cfg.space,
                 "model": model.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "val_stream": val_stream.state_dict(),
+                "early_stop": _stopper_state(stoppers, stop),
             })
         barrier(env)
+        if stop:
+            log.info("early stop after epoch %d/%d: %s", epoch + 1, cfg.epochs, stop)
+            back = getattr(stoppers.get("hessian"), "stop_epoch", None)
+            if back is not None and back in stoppers["genotypes"]:
+                genotype = type(genotype).from_dict(stoppers["genotypes"][back])
+                log.info("the final cell is the one of epoch %d, before the eigenvalue grew: %s", back, genotype)
+            break
     if main:
         genotype.save(rd.file("genotype.json"))
         rd.close()
         log.info("final genotype written to %s", rd.file("genotype.json"))
-        report_cell(genotype, rd)
+        if cfg.space == "darts":
+            report_cell(genotype, rd)
     barrier(env)
     shutdown(env)
     return rd, genotype
 
 
-def _end_of_epoch(rd, cfg, epoch, lr, t0, stats, model, genotype, val_loader, device, checkpoint) -> None:
+def _end_of_epoch(rd, cfg, epoch, lr, t0, stats, model, genotype, val_loader, device, extra, checkpoint) -> None:
     """Rank 0, after each epoch: evaluate on the validation split, log metrics and α, save the checkpoint."""
     val_loss, val_acc = evaluate(model, val_loader, device)
-    with torch.no_grad():
-        wn, wr = model.edge_weights()
+    strengths = dict(zip(model.alphas.groups, model.strengths()))
     record = {
         "epoch": epoch + 1, "lr": lr, **stats, "val_loss": val_loss, "val_acc": val_acc,
-        "param_free_normal": parameter_free_count(genotype), "epoch_time_s": round(time.time() - t0, 3),
-        "alpha_normal": wn.cpu().tolist(), "alpha_reduce": wr.cpu().tolist(), "genotype": genotype.to_dict(),
+        "param_free_normal": parameter_free_count(genotype), "skip_normal": skip_count(genotype),
+        "epoch_time_s": round(time.time() - t0, 3), **extra,
+        **{f"alpha_{g}": w.cpu().tolist() for g, w in strengths.items()}, "genotype": genotype.to_dict(),
     }
     rd.append_metrics(record)
-    rd.add_heatmap("alpha/normal", wn, epoch + 1)
-    rd.add_heatmap("alpha/reduce", wr, epoch + 1)
+    for g, w in strengths.items():
+        rd.add_heatmap(f"alpha/{g}", w, epoch + 1)
     save_checkpoint(checkpoint, rd.file(CHECKPOINT))
-    log.info("epoch %d/%d  lr %.5f  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  param-free ops %d  %.1fs",
+    shown = "".join(f"  {k} {v:.4g}" for k, v in extra.items())
+    log.info("epoch %d/%d  lr %.5f  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  param-free ops %d%s  %.1fs",
              epoch + 1, cfg.epochs, lr, stats["train_loss"], 100 * stats["train_acc"], val_loss, 100 * val_acc,
-             record["param_free_normal"], record["epoch_time_s"])
+             record["param_free_normal"], shown, record["epoch_time_s"])
     log.info("genotype = %s", genotype)
+
+
+def make_stoppers(cfg: SearchConfig) -> dict:
+    """The early-stop rules of ``--early-stop`` (:mod:`darts.collapse`), by name."""
+    from .collapse import HessianEarlyStop, SkipEarlyStop
+
+    if cfg.early_stop == "skip":
+        return {"skip": SkipEarlyStop(patience=cfg.skip_patience)}
+    if cfg.early_stop == "hessian":
+        return {"hessian": HessianEarlyStop(ratio=cfg.hessian_ratio, lag=cfg.hessian_lag, window=cfg.hessian_window,
+                                            start_epoch=cfg.hessian_start), "genotypes": {}}
+    return {}
+
+
+def _check_stop(stoppers: dict, epoch: int, genotype, extra: dict) -> str | None:
+    if "skip" in stoppers and stoppers["skip"].update(skip_count(genotype)):
+        return stoppers["skip"].reason
+    if "hessian" in stoppers and "hessian_eigenvalue" in extra:
+        if stoppers["hessian"].update(epoch + 1, extra["hessian_eigenvalue"]):
+            return stoppers["hessian"].reason
+    return None
+
+
+def _stopper_state(stoppers: dict, stop) -> dict:
+    state = {k: v.state_dict() for k, v in stoppers.items() if k in ("skip", "hessian")}
+    return {"stopped": stop or None, "genotypes": stoppers.get("genotypes"), **state}
+
+
+def _hessian_eigenvalue(model, loader, device, reduce, batches: int = 1) -> float:
+    """The dominant eigenvalue of ∇²_α L_val on the first ``batches`` validation batches (RobustDARTS), the same
+    batches every time, so that its changes come from the weights and α, not from the data."""
+    from .collapse import dominant_hessian_eigenvalue
+
+    data = []
+    for x, y in loader:
+        data.append((x.to(device), y.to(device)))
+        if len(data) == batches:
+            break
+    return dominant_hessian_eigenvalue(model, nn.CrossEntropyLoss(), data, reduce=reduce)
 
 
 def report_cell(genotype: Genotype, rd: RunDir) -> dict:
@@ -191,7 +321,7 @@ def report_cell(genotype: Genotype, rd: RunDir) -> dict:
     return rows
 
 
-def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream, truncate: bool = True) -> int:
+def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream, stoppers, truncate: bool = True) -> int:
     """Load RUN_DIR/checkpoint.pt into the freshly built objects; returns the number of completed epochs."""
     path = rd.file(CHECKPOINT)
     if not os.path.exists(path):
@@ -199,9 +329,9 @@ def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream, trunca
         return 0
     state = load_checkpoint(path, kind="search")
     expect = {"primitives": list(model.primitives), "nodes": cfg.nodes, "layers": cfg.layers,
-              "init_channels": cfg.init_channels, "method": "darts"}
+              "init_channels": cfg.init_channels, "method": cfg.method, "space": cfg.space}
     for k, v in expect.items():
-        if state.get(k) != v:
+        if state.get(k, "darts" if k in ("method", "space") else None) != v:
             raise CheckpointError(f"{path} was written by a run with {k} = {state.get(k)!r}, but this run has "
                                   f"{k} = {v!r}: it belongs to another search space or method")
     with restoring(path):
@@ -211,6 +341,14 @@ def _restore(rd: RunDir, cfg, model, w_opt, a_opt, scheduler, val_stream, trunca
         scheduler.load_state_dict(state["scheduler"])
         val_stream.load_state_dict(state["val_stream"])
         set_rng_state(state["rng"])
+        saved_stop = state.get("early_stop") or {}
+        for k, v in stoppers.items():
+            if k in saved_stop and k in ("skip", "hessian"):
+                v.load_state_dict(saved_stop[k])
+        if saved_stop.get("genotypes") is not None:
+            stoppers["genotypes"] = {int(k): v for k, v in saved_stop["genotypes"].items()}
+        if saved_stop.get("stopped"):
+            stoppers["stopped"] = saved_stop["stopped"]
     if truncate:
         rd.truncate_metrics(state["epoch"])
     return int(state["epoch"])

@@ -1,0 +1,506 @@
+"""The NAS-Bench-201 search space (Dong & Yang, "NAS-Bench-201: Extending the Scope of Reproducible Neural
+Architecture Search", ICLR 2020): its cell graph and genotype string, the search network, and the benchmark lookup.
+
+The cell has 4 nodes: node 0 is the cell input and node ``i`` (1..3) sums one op on every earlier node, so the
+cell has 6 edges, in α row order ``1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2``; node 3 is the cell output (Sec. 2.1).
+The macro network is the benchmark's: a 3x3 conv stem, three stages of N cells joined by two residual reduction
+blocks (C -> 2C -> 4C channels), BN-ReLU, global pooling and a linear classifier. Every cell shares one α.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from kernels import resolve_kernels
+
+from ..errors import ConfigError, GenotypeError
+from ..ops import ReLUConvBN, check_primitives
+from ..search.mixed_op import MixedOp
+from ..search.supernet import ArchParameters
+
+log = logging.getLogger(__name__)
+
+#: The benchmark's five ops, in the order of its ``search_space`` (the columns of α).
+NB201_PRIMITIVES: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+#: Nodes of a cell, the input node 0 included.
+NB201_NODES = 4
+
+#: ``(target, source)`` of every edge, in α row order.
+NB201_EDGES: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(1, NB201_NODES) for j in range(i))
+
+GENOTYPE_FORMAT = "nb201-genotype/1"
+
+Edge = tuple[str, int]
+
+
+def check_nb201_primitives(primitives) -> tuple[str, ...]:
+    """Validate a search space for NAS-Bench-201: registered, distinct ops, each one of :data:`NB201_PRIMITIVES`.
+
+    Raises :class:`ConfigError` for any other op: the benchmark only has cells over those five, so a cell with
+    another op could not be looked up (and its results would not be comparable to the benchmark's).
+    """
+    primitives = check_primitives(primitives)
+    other = [p for p in primitives if p not in NB201_PRIMITIVES]
+    if other:
+        raise ConfigError(
+            f"--space nb201: op(s) {', '.join(other)} are not NAS-Bench-201 ops; the benchmark only has cells over "
+            f"{', '.join(NB201_PRIMITIVES)}"
+        )
+    return primitives
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The genotype and its benchmark string
+
+
+@dataclass(frozen=True)
+class NB201Genotype:
+    """A discrete NAS-Bench-201 cell.
+
+    Attributes:
+        nodes: for node ``i`` = 1..3, its ``i`` ``(op_name, source_node)`` pairs, sources ``0..i-1`` in order.
+        primitives: the search space it was derived from, if known (not part of equality).
+
+    ``str(g)`` is the benchmark's architecture string, e.g.
+    ``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|``,
+    and :meth:`from_string` parses it back. Construction validates; problems raise :class:`GenotypeError`.
+    """
+
+    nodes: tuple[tuple[Edge, ...], ...]
+    primitives: tuple[str, ...] | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        # Normalise lists (JSON, user code) to tuples so genotypes are hashable and compare by value.
+        try:
+            nodes = tuple(tuple((op, j) for op, j in node) for node in self.nodes)
+        except (TypeError, ValueError):
+            raise GenotypeError(f"nodes must be a sequence of nodes, each a sequence of (op, source) pairs, "
+                                f"got {self.nodes!r}") from None
+        object.__setattr__(self, "nodes", nodes)
+        if self.primitives is not None:
+            object.__setattr__(self, "primitives", tuple(self.primitives))
+        self._validate()
+
+    def _validate(self) -> None:
+        if len(self.nodes) != NB201_NODES - 1:
+            raise GenotypeError(f"a NAS-Bench-201 cell has {NB201_NODES - 1} nodes after its input, got "
+                                f"{len(self.nodes)}")
+        for i, node in enumerate(self.nodes, start=1):
+            if len(node) != i:
+                raise GenotypeError(f"node {i} must have {i} edge(s), one from each of nodes 0..{i - 1}, got "
+                                    f"{len(node)}")
+            for op, j in node:
+                if not isinstance(op, str) or not isinstance(j, int) or isinstance(j, bool):
+                    raise GenotypeError(f"node {i}: an edge must be an (op_name, source_index) pair, got {(op, j)!r}")
+                if op not in NB201_PRIMITIVES:
+                    raise GenotypeError(f"node {i}: unknown op {op!r}; NAS-Bench-201 ops are "
+                                        f"{', '.join(NB201_PRIMITIVES)}")
+                if self.primitives is not None and op not in self.primitives:
+                    raise GenotypeError(f"node {i}: op {op!r} is not in the genotype's primitives")
+                if not 0 <= j < i:
+                    raise GenotypeError(f"node {i}: source node {j} is out of range (node {i} reads nodes "
+                                        f"0..{i - 1})")
+            sources = [j for _, j in node]
+            if sources != list(range(i)):
+                # The benchmark indexes architectures by their canonical string, so the order matters.
+                raise GenotypeError(f"node {i} must read nodes {', '.join(map(str, range(i)))} once each, in order; "
+                                    f"got {', '.join(map(str, sources))}")
+
+    @property
+    def edges(self) -> tuple[Edge, ...]:
+        """The ``(op, source)`` of every edge, in α row order (6 pairs)."""
+        return tuple(e for node in self.nodes for e in node)
+
+    @property
+    def normal(self) -> tuple[Edge, ...]:
+        """The edges, for code that counts the ops of a DARTS genotype's normal cell (NB201 has one cell type)."""
+        return self.edges
+
+    def ops(self) -> set[str]:
+        return {op for op, _ in self.edges}
+
+    # -- the benchmark string -------------------------------------------------------------------------
+    def __str__(self) -> str:
+        return "|" + "|+|".join("|".join(f"{op}~{j}" for op, j in node) for node in self.nodes) + "|"
+
+    @classmethod
+    def from_string(cls, text: str, primitives: Sequence[str] | None = None) -> "NB201Genotype":
+        """Parse the benchmark's string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` without evaluating anything.
+
+        Raises :class:`GenotypeError` naming the problem: empty text, missing ``|`` bars, a wrong number of
+        nodes or edges, an edge that is not ``op~index``, an unknown op, a source out of range or out of order.
+        """
+        if not isinstance(text, str):
+            raise GenotypeError(f"a NAS-Bench-201 architecture string must be a str, got {type(text).__name__}")
+        s = text.strip()
+        if not s:
+            raise GenotypeError("empty NAS-Bench-201 architecture string")
+        shown = s if len(s) <= 120 else s[:117] + "..."
+        parts = s.split("+")
+        if len(parts) != NB201_NODES - 1:
+            raise GenotypeError(f"{shown!r}: has {len(parts)} node(s) separated by '+', a NAS-Bench-201 cell has "
+                                f"{NB201_NODES - 1}")
+        nodes = []
+        for i, part in enumerate(parts, start=1):
+            if len(part) < 2 or not (part.startswith("|") and part.endswith("|")):
+                raise GenotypeError(f"{shown!r}: node {i} ({part!r}) must be enclosed in '|' bars, as "
+                                    f"'|op~0|op~1|'")
+            edges = []
+            for item in part[1:-1].split("|"):
+                op, sep, src = item.partition("~")
+                if not sep or not op or "~" in src or not re.fullmatch(r"[0-9]+", src):
+                    raise GenotypeError(f"{shown!r}: node {i}: edge {item!r} is not of the form op~source_index")
+                edges.append((op, int(src)))
+            nodes.append(tuple(edges))
+        try:
+            return cls(tuple(nodes), primitives)
+        except GenotypeError as e:
+            raise GenotypeError(f"{shown!r}: {e}") from None
+
+    # -- JSON -----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format": GENOTYPE_FORMAT, "arch": str(self),
+                "primitives": list(self.primitives) if self.primitives is not None else None}
+
+    @classmethod
+    def from_dict(cls, d) -> "NB201Genotype":
+        """Build and validate a genotype from its JSON object; :class:`GenotypeError` if malformed."""
+        if not isinstance(d, dict):
+            raise GenotypeError(f"an NB201 genotype must be a JSON object, got {type(d).__name__}")
+        if d.get("format") != GENOTYPE_FORMAT:
+            raise GenotypeError(f"genotype format {d.get('format')!r} is not {GENOTYPE_FORMAT!r}")
+        unknown = set(d) - {"format", "arch", "primitives"}
+        if unknown:
+            raise GenotypeError(f"NB201 genotype has unknown field(s) {', '.join(sorted(unknown))}")
+        if not isinstance(d.get("arch"), str):
+            raise GenotypeError("NB201 genotype needs an 'arch' string such as '|nor_conv_3x3~0|+|...|'")
+        prims = d.get("primitives")
+        if prims is not None and (not isinstance(prims, list) or not all(isinstance(p, str) for p in prims)):
+            raise GenotypeError("primitives must be a list of op names")
+        return cls.from_string(d["arch"], prims)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def save(self, path: str) -> None:
+        """Write the genotype as JSON, atomically."""
+        from ..checkpoint import atomic_write_text
+
+        atomic_write_text(path, self.to_json() + "\n")
+
+
+def load_nb201_genotype(path: str) -> NB201Genotype:
+    """Read an NB201 genotype from a JSON file written by :meth:`NB201Genotype.save`, or from a text file holding
+    the benchmark's architecture string. Raises :class:`GenotypeError` naming the file and the problem."""
+    if not os.path.isfile(path):
+        raise GenotypeError(f"genotype file {path!r} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GenotypeError(f"cannot read genotype file {path!r}: {e}") from None
+    try:
+        if text.lstrip().startswith("|"):
+            return NB201Genotype.from_string(text)
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise GenotypeError(f"not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+        return NB201Genotype.from_dict(d)
+    except GenotypeError as e:
+        raise GenotypeError(f"{path}: {e}") from None
+
+
+def derive_nb201(weights: torch.Tensor, primitives: Sequence[str], max_skip: int | None = None) -> NB201Genotype:
+    """The discrete cell that op strengths encode: every edge takes its strongest op, ``none`` included.
+
+    This is the rule of the benchmark's own search code (``genotype()`` of its DARTS/GDAS search models): a
+    ``none`` edge is a real choice in NAS-Bench-201, unlike in DARTS where the two strongest non-zero edges of a
+    node are kept.
+
+    Args:
+        weights: ``(6, K)`` op strengths (softmax(α) for DARTS), rows in :data:`NB201_EDGES` order.
+        primitives: the K op names of the columns.
+        max_skip: if given, keep at most this many ``skip_connect`` edges: the weakest skips (by skip strength)
+            take their next strongest op instead (P-DARTS Sec. 3.3, as ``--max-skip`` does in the DARTS space).
+    """
+    primitives = tuple(primitives)
+    w = weights.detach().to("cpu", torch.float64).clone()
+    if w.shape != (len(NB201_EDGES), len(primitives)):
+        raise GenotypeError(f"NB201 op strengths must be ({len(NB201_EDGES)}, {len(primitives)}), got "
+                            f"{tuple(w.shape)}")
+    choice = w.argmax(dim=1).tolist()
+    if max_skip is not None and "skip_connect" in primitives and len(primitives) > 1:
+        skip = primitives.index("skip_connect")
+        skips = sorted((e for e, k in enumerate(choice) if k == skip), key=lambda e: float(w[e, skip]))
+        for e in skips[: max(len(skips) - max_skip, 0)]:
+            w[e, skip] = float("-inf")
+            choice[e] = int(w[e].argmax())
+    nodes, e = [], 0
+    for i in range(1, NB201_NODES):
+        nodes.append(tuple((primitives[choice[e + j]], j) for j in range(i)))
+        e += i
+    return NB201Genotype(tuple(nodes), primitives)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The search network (module names as the benchmark's TinyNetworkDarts / ResNetBasicblock)
+
+
+class ResNetBasicBlock(nn.Module):
+    """The residual reduction block between stages: ``downsample(x) + conv_b(conv_a(x))``.
+
+    Args:
+        C_in, C_out: channels in and out.
+        stride: 2 between stages (the only use in the benchmark), or 1.
+    ``conv_a`` = ReLU-Conv3x3(stride)-BN and ``conv_b`` = ReLU-Conv3x3-BN, all affine; the shortcut is
+    AvgPool2d(2, 2) then a bare 1x1 conv at stride 2 (no ReLU, no BN), the identity when shapes already match.
+    Maps ``(B, C_in, H, W)`` to ``(B, C_out, H/stride, W/stride)`` (H, W even).
+    """
+
+    def __init__(self, C_in: int, C_out: int, stride: int = 2):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"ResNetBasicBlock stride must be 1 or 2, got {stride}")
+        self.conv_a = ReLUConvBN(C_in, C_out, 3, stride, 1, affine=True)
+        self.conv_b = ReLUConvBN(C_out, C_out, 3, 1, 1, affine=True)
+        if stride == 2:
+            self.downsample = nn.Sequential(nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+                                            nn.Conv2d(C_in, C_out, 1, stride=1, padding=0, bias=False))
+        elif C_in != C_out:
+            self.downsample = ReLUConvBN(C_in, C_out, 1, 1, 0, affine=True)
+        else:
+            self.downsample = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x if self.downsample is None else self.downsample(x)
+        return residual + self.conv_b(self.conv_a(x))
+
+
+class NB201SearchCell(nn.Module):
+    """A search cell: node ``i`` = ``Σ_{j<i} c_ij · edge_ij(h_j, w_ij)``, the output is node 3.
+
+    Args:
+        C: channels of every node.
+        primitives: the ordered op names (columns of α).
+        method: the search method whose ``build_edge`` makes the edges (a :class:`MixedOp` for DARTS). Edges are
+            built with ``search_bn=False``: the benchmark's search cells run the pools without BatchNorm, and
+            every BatchNorm inside (the nor_convs') is non-affine.
+    """
+
+    def __init__(self, C: int, primitives: tuple[str, ...], method):
+        super().__init__()
+        self.edges = nn.ModuleList(method.build_edge(C, 1, primitives, search_bn=False) for _ in NB201_EDGES)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, coefficients: torch.Tensor | None = None):
+        """``x``: (B, C, H, W); ``weights``: (6, K); ``coefficients``: None or (6,). Returns (B, C, H, W).
+
+        Edge by edge: each edge runs through its own ``--kernels`` mixed-op implementation.
+        """
+        nodes = [x]
+        e = 0
+        for i in range(1, NB201_NODES):
+            s = None
+            for j in range(i):
+                y = self.edges[e + j](nodes[j], weights[e + j])
+                if coefficients is not None:
+                    y = coefficients[e + j] * y
+                s = y if s is None else s + y
+            e += i
+            nodes.append(s)
+        return nodes[-1]
+
+
+class NB201Supernet(nn.Module):
+    """The NAS-Bench-201 search network, with the interface of :class:`darts.search.Supernet`.
+
+    Args:
+        C: channels of the first stage (16 in the benchmark).
+        num_classes: classifier outputs.
+        cells_per_stage: N, cells in each of the three stages (5 in the benchmark).
+        primitives: the ordered search space, a subset of :data:`NB201_PRIMITIVES` (columns of α).
+        in_channels: image channels.
+        kernels: mixed-op implementation, ``auto`` | ``reference`` | ... (see :mod:`kernels`).
+        method: a :class:`darts.methods.SearchMethod` (default: plain DARTS).
+
+    The stem, reduction blocks and last BatchNorm are affine; every BatchNorm inside the cells is non-affine.
+    The benchmark's search code also turns off the running statistics of the cells' BatchNorms; here they are
+    kept (the project's mixed ops track them), which changes nothing in training mode. All cells share one
+    ``(6, K)`` α, ``alphas.cell``. ``forward`` returns logits only.
+    """
+
+    space = "nb201"
+
+    def __init__(self, C: int, num_classes: int, cells_per_stage: int, primitives=NB201_PRIMITIVES,
+                 in_channels: int = 3, kernels: str = "auto", method=None):
+        super().__init__()
+        from ..methods.base import SearchMethod  # not at module level: methods build on darts.search
+
+        if cells_per_stage < 1:
+            raise ConfigError(f"NAS-Bench-201 needs at least one cell per stage, got {cells_per_stage}")
+        self.method = method if method is not None else SearchMethod()
+        self.primitives = check_nb201_primitives(primitives)
+        self.cells_per_stage = cells_per_stage
+        self.kernels = kernels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList()
+        C_prev = C
+        for stage in range(3):
+            C_curr = C * 2**stage
+            if stage:
+                self.cells.append(ResNetBasicBlock(C_prev, C_curr, 2))
+            for _ in range(cells_per_stage):
+                self.cells.append(NB201SearchCell(C_curr, self.primitives, self.method))
+            C_prev = C_curr
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+        groups = {"cell": len(NB201_EDGES)}
+        self.alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups))
+        self._impl_device = None
+
+    # -- parameters -----------------------------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """α of the cell, then any parameters the method adds (PC-DARTS's edge β)."""
+        return self.alphas.all()
+
+    def node_in_degrees(self) -> list[int]:
+        """Incoming edges of nodes 1..3, in α row order: node i reads every earlier node."""
+        return list(range(1, NB201_NODES))
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter, in registration order (stable across runs, so optimizer state lines up)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("alphas.")]
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
+
+    # -- relaxation -----------------------------------------------------------------------------------
+    def edge_weights(self) -> tuple[torch.Tensor]:
+        """Op weights of the 6 edges, ``((6, K),)``: softmax(α) for DARTS, or the method's relaxation."""
+        return (self.method.op_weights(self.alphas.group("cell"), "cell", self.training),)
+
+    def strengths(self) -> tuple[torch.Tensor]:
+        """The op strengths the discretizer reads, ``((6, K),)``."""
+        with torch.no_grad():
+            return (self.method.derive_weights(self, "cell"),)
+
+    def genotype(self, max_skip: int | None = None) -> NB201Genotype:
+        """The discrete cell α encodes now: the argmax op of every edge, ``none`` included (:func:`derive_nb201`);
+        ``max_skip`` caps the number of ``skip_connect`` edges."""
+        return derive_nb201(self.strengths()[0], self.primitives, max_skip=max_skip)
+
+    # -- forward --------------------------------------------------------------------------------------
+    def set_kernels(self, kernels: str, device=None) -> str:
+        """Choose the mixed-op implementation for ``device`` (default: where the model lives); returns it.
+
+        Raises :class:`darts.errors.ConfigError` for ``triton`` where Triton cannot run.
+        """
+        device = device if device is not None else self.stem[0].weight.device
+        impl = resolve_kernels(kernels, torch.device(device))
+        self.kernels = kernels
+        for m in self.modules():
+            if isinstance(m, MixedOp):
+                m.impl = impl
+        self._impl_device = torch.device(device)
+        return impl
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (B, in_channels, H, W) with H, W divisible by 4. Returns logits (B, num_classes)."""
+        if self._impl_device != x.device:  # dispatch by device, once per device change
+            self.set_kernels(self.kernels, x.device)
+        (weights,) = self.edge_weights()
+        coefficients = self.method.edge_coefficients(self, "cell")
+        h = self.stem(x)
+        for cell in self.cells:
+            h = cell(h) if isinstance(cell, ResNetBasicBlock) else cell(h, weights, coefficients)
+        h = self.global_pooling(self.lastact(h))
+        return self.classifier(h.flatten(1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The benchmark lookup
+
+#: our data set names -> the benchmark's (it has no entry for the others; CIFAR-10's figures stand in)
+_BENCH_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100"}
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, msg: str, *args) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(msg, *args)
+
+
+class NB201Benchmark:
+    """The trained-architecture table of NAS-Bench-201, through its official API object.
+
+    Args:
+        api: a ``nas_201_api.API`` (or a ``nats_bench`` topology-search-space API, which answers the same calls).
+    """
+
+    def __init__(self, api):
+        self.api = api
+
+    def test_accuracy(self, genotype, dataset: str = "cifar10") -> float | None:
+        """Test accuracy (percent) of ``genotype`` (an :class:`NB201Genotype` or its string) after the benchmark's
+        200-epoch training on ``dataset``; None, with a warning, if the lookup fails."""
+        arch = str(genotype)
+        bench = _BENCH_DATASETS.get(dataset)
+        if bench is None:
+            _warn_once(f"dataset:{dataset}", "NAS-Bench-201 has no data set %r; reporting CIFAR-10 accuracies",
+                       dataset)
+            bench = "cifar10"
+        try:
+            index = self.api.query_index_by_arch(arch)
+            if index is None or int(index) < 0:
+                log.warning("architecture %s is not in the NAS-Bench-201 table", arch)
+                return None
+            info = self.api.get_more_info(index, bench, hp="200", is_random=False)
+            return float(info["test-accuracy"])
+        except Exception as e:  # any failure of a third-party lookup must not stop a search
+            log.warning("NAS-Bench-201 lookup of %s on %s failed: %s: %s", arch, bench, type(e).__name__, e)
+            return None
+
+
+def _make_api(path: str):
+    """The official API on ``path``: ``nas_201_api.API``, else ``nats_bench``'s tss API; None if neither exists."""
+    try:
+        from nas_201_api import API
+    except ImportError:
+        pass
+    else:
+        return API(path, verbose=False)
+    try:
+        import nats_bench
+    except ImportError:
+        return None
+    return nats_bench.create(path, "tss", fast_mode=True, verbose=False)
+
+
+def open_benchmark(path: str | None) -> NB201Benchmark | None:
+    """The benchmark lookup for the file at ``path``, or None (no path, no API package, or a file it cannot read).
+
+    Nothing here raises: a missing benchmark only means the search runs without the per-epoch test accuracy.
+    """
+    if path is None:
+        return None
+    try:
+        api = _make_api(path)
+    except Exception as e:
+        log.warning("could not open the NAS-Bench-201 file %s: %s: %s; continuing without benchmark lookups",
+                    path, type(e).__name__, e)
+        return None
+    if api is None:
+        _warn_once("no-api", "neither nas_201_api nor nats_bench is installed; continuing without NAS-Bench-201 "
+                   "lookups (pip install nas-bench-201)")
+        return None
+    return NB201Benchmark(api)

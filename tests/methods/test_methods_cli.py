@@ -1,0 +1,81 @@
+"""Every method, space and safeguard runs from the command line for one digits epoch, as a user starts it."""
+import json
+import os
+
+import pytest
+import torch
+
+from darts.methods import list_methods
+from tests.test_cli import run
+
+pytestmark = pytest.mark.slow
+# Small enough for CI; the methods' own defaults otherwise (K=4 for PC-DARTS needs channels divisible by 4).
+SMALL = ["--epochs", "1", "--init-channels", "8", "--layers", "3", "--batch-size", "128", "--no-progress"]
+
+
+def metrics(out):
+    return [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_one_digits_epoch_per_method(method, tmp_path):
+    out = str(tmp_path / method)
+    p = run("train_search.py", "--method", method, *SMALL, "--out", out)
+    assert f"method {method}" in p.stdout
+    rec = metrics(out)[-1]
+    g = json.load(open(os.path.join(out, "genotype.json")))
+    assert rec["genotype"] == g and len(g["normal"]) == 8
+    assert "param_free_normal" in rec and "skip_normal" in rec
+    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert ckpt["method"] == method
+    if method == "pcdarts":
+        assert "alphas.beta_normal" in ckpt["model"]
+    if method == "gdas":
+        assert rec["tau"] == 10.0
+    if method == "darts-":
+        assert rec["aux_skip_beta"] == 1.0
+
+
+def test_method_option_for_another_method_is_an_error(tmp_path):
+    p = run("train_search.py", "--pc-k", "2", *SMALL, "--out", str(tmp_path / "x"), check=False)
+    assert p.returncode == 2 and "--pc-k is an option of --method pcdarts" in p.stderr
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_resume_refuses_another_method(tmp_path):
+    out = str(tmp_path / "r")
+    run("train_search.py", *SMALL, "--out", out)
+    p = run("train_search.py", "--resume", out, "--method", "gdas", check=False)
+    assert p.returncode == 2 and "--method" in p.stderr
+
+
+def test_skip_safeguards_need_skip_connect(tmp_path):
+    p = run("train_search.py", *SMALL, "--primitives", "none,sep_conv_3x3,max_pool_3x3", "--early-stop", "skip",
+            "--out", str(tmp_path / "s"), check=False)
+    assert p.returncode == 2 and "skip_connect" in p.stderr
+
+
+def test_early_stop_skip_and_hessian_logging(tmp_path):
+    # a space of skip connections only: the derived normal cell has 8 of them, so DARTS+ stops after epoch 1
+    out = str(tmp_path / "skip")
+    p = run("train_search.py", *SMALL, "--epochs", "3", "--primitives", "none,skip_connect", "--early-stop", "skip",
+            "--out", out)
+    assert "early stop after epoch 1/3" in p.stdout and len(metrics(out)) == 1
+    # resuming a run that stopped does not train further
+    p = run("train_search.py", "--resume", out)
+    assert "stopped early" in p.stdout and len(metrics(out)) == 1
+    out = str(tmp_path / "hess")
+    run("train_search.py", *SMALL, "--hessian-every", "1", "--out", out)
+    assert isinstance(metrics(out)[-1]["hessian_eigenvalue"], float)
+
+
+def test_nb201_space_one_epoch(tmp_path):
+    out = str(tmp_path / "nb")
+    p = run("train_search.py", "--space", "nb201", "--epochs", "1", "--batch-size", "128", "--no-progress",
+            "--out", out)
+    g = json.load(open(os.path.join(out, "genotype.json")))
+    assert g["format"] == "nb201-genotype/1" and g["arch"].count("|+|") == 2
+    assert f"genotype = {g['arch']}" in p.stdout
+    p = run("train_search.py", "--space", "nb201", "--primitives", "none,sep_conv_3x3", "--epochs", "1",
+            "--out", str(tmp_path / "bad"), check=False)
+    assert p.returncode == 2 and "nor_conv_3x3" in p.stderr
