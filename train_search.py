@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Run a DARTS architecture search. ``python train_search.py --help`` lists every flag."""
+"""Run a differentiable architecture search: DARTS or a successor (--method), in the DARTS or NAS-Bench-201 space
+(--space). ``python train_search.py --help`` lists every flag."""
 import sys
 
 from darts.cli import run_main, setup_logging

@@ -50,8 +50,8 @@ class SearchConfig:
     layers: int | None = _f(None, "number of cells (cifar: 8, digits: 5)", positive=True)
     nodes: int = _f(4, "intermediate nodes per cell", positive=True)
     stem_multiplier: int = _f(3, "stem channels = stem_multiplier * init_channels", positive=True)
-    method: str = _f("darts", "search method: the relaxation of α and how edges are computed (see the README's "
-                     "table)", choices=("darts", "pcdarts", "gdas", "fairdarts", "drnas", "darts-", "sdarts-rs"))
+    method: str = _f("darts", "search method: darts, pcdarts, gdas, fairdarts, drnas, darts-, sdarts-rs, or one "
+                     "registered by --ops-module (see the README's table)", metavar="NAME")
     space: str = _f("darts", "search space: the DARTS CNN cell, or NAS-Bench-201's cell and macro network",
                     choices=("darts", "nb201"))
     order: str = _f("first", "first- or second-order α gradient (DARTS Eq. 7)", choices=("first", "second"))

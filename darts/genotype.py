@@ -104,6 +104,9 @@ class Genotype:
         """Build and validate a genotype from its JSON object; :class:`GenotypeError` if malformed."""
         if not isinstance(d, dict):
             raise GenotypeError(f"a genotype must be a JSON object, got {type(d).__name__}")
+        if d.get("format") == "nb201-genotype/1":
+            raise GenotypeError("this is a NAS-Bench-201 cell (from --space nb201): look its accuracy up in the "
+                                "benchmark by its string; train_final.py retrains DARTS-space cells")
         missing = [k for k in ("normal", "normal_concat", "reduce", "reduce_concat") if k not in d]
         if missing:
             raise GenotypeError(f"genotype is missing the field(s) {', '.join(missing)}")

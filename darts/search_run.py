@@ -102,10 +102,12 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
         cfg, rd = resolve_resume(cfg, set(given), SearchConfig)
     else:
         rd = None
+        if cfg.ops_module:  # before the presets: it may register a --method too
+            load_ops_module(cfg.ops_module)
         apply_presets(cfg).validate()
         out = cfg.out or time.strftime(f"runs/search-{cfg.dataset}-%Y%m%d-%H%M%S")
         RunDir.check_new(out)
-    if cfg.ops_module:
+    if cfg.ops_module and rd is not None:
         load_ops_module(cfg.ops_module)
     primitives = check_primitives(cfg.primitives)
     check_requirements(cfg, primitives)
@@ -145,7 +147,7 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
     stoppers = make_stoppers(cfg)
     benchmark = None
     if cfg.space == "nb201" and main:
-        from .spaces.nb201 import open_benchmark
+        from .spaces.nb201_bench import open_benchmark
 
         benchmark = open_benchmark(cfg.nb201_file)
     start_epoch = 0

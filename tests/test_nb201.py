@@ -15,9 +15,10 @@ from darts.methods import get_method, list_methods
 from darts.ops import DARTS_PRIMITIVES, ReLUConvBN, build_op
 from darts.search import Supernet
 from darts.spaces import SPACES, build_search_model, check_space_primitives, default_primitives
-from darts.spaces import nb201
+from darts.spaces import nb201_bench
 from darts.spaces.nb201 import (NB201_EDGES, NB201_PRIMITIVES, NB201Genotype, NB201SearchCell, NB201Supernet,
-                                ResNetBasicBlock, derive_nb201, load_nb201_genotype, open_benchmark)
+                                ResNetBasicBlock, derive_nb201, load_nb201_genotype)
+from darts.spaces.nb201_bench import open_benchmark
 
 P = NB201_PRIMITIVES
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -367,7 +368,7 @@ class _FakeAPI:
 def fake_api(monkeypatch):
     _FakeAPI.calls = []
     monkeypatch.setitem(sys.modules, "nas_201_api", types.SimpleNamespace(API=_FakeAPI))
-    monkeypatch.setattr(nb201, "_warned", set())
+    monkeypatch.setattr(nb201_bench, "_warned", set())
     return _FakeAPI
 
 
@@ -403,7 +404,7 @@ def test_lookup_falls_back_to_nats_bench(monkeypatch):
 def test_lookup_without_the_api_returns_none(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "nas_201_api", None)  # makes the import fail even where it is installed
     monkeypatch.setitem(sys.modules, "nats_bench", None)
-    monkeypatch.setattr(nb201, "_warned", set())
+    monkeypatch.setattr(nb201_bench, "_warned", set())
     assert open_benchmark(None) is None
     with caplog.at_level(logging.WARNING, logger="darts.spaces.nb201"):
         assert open_benchmark("/data/bench.pth") is None

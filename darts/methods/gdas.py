@@ -4,7 +4,6 @@ sampled with the Gumbel-max trick; gradients reach α through a straight-through
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..search.mixed_op import MixedOp

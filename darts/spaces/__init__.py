@@ -10,7 +10,8 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..ops import DARTS_PRIMITIVES, check_primitives
-from .nb201 import NB201_PRIMITIVES, NB201Genotype, NB201Supernet, check_nb201_primitives, open_benchmark
+from .nb201 import NB201_PRIMITIVES, NB201Genotype, NB201Supernet, check_nb201_primitives
+from .nb201_bench import open_benchmark
 
 #: the values of ``--space``
 SPACES: tuple[str, ...] = ("darts", "nb201")

@@ -79,3 +79,19 @@ def test_nb201_space_one_epoch(tmp_path):
     p = run("train_search.py", "--space", "nb201", "--primitives", "none,sep_conv_3x3", "--epochs", "1",
             "--out", str(tmp_path / "bad"), check=False)
     assert p.returncode == 2 and "nor_conv_3x3" in p.stderr
+
+
+def test_retraining_an_nb201_cell_says_what_it_is(tmp_path):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({"format": "nb201-genotype/1", "arch": "|skip_connect~0|+|none~0|none~1|+|"
+                                "none~0|none~1|none~2|"}))
+    p = run("train_final.py", "--genotype", str(path), "--epochs", "1", "--out", str(tmp_path / "f"), check=False)
+    assert p.returncode == 2 and "NAS-Bench-201 cell" in p.stderr
+
+
+def test_a_users_method_from_its_own_file(tmp_path):
+    out = str(tmp_path / "mine")
+    p = run("train_search.py", "--ops-module", "examples/my_method.py", "--method", "tempered", *SMALL, "--out", out)
+    assert "method tempered" in p.stdout and metrics(out)[-1]["temperature"] == 5.0
+    p = run("train_search.py", "--method", "nosuch", *SMALL, "--out", str(tmp_path / "x"), check=False)
+    assert p.returncode == 2 and "unknown search method 'nosuch'" in p.stderr
