@@ -88,12 +88,16 @@ def shutdown(env: DistEnv) -> None:
         dist.destroy_process_group()
 
 
-def wrap_ddp(model: torch.nn.Module, env: DistEnv, ignore: tuple[str, ...] = ()) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel (parameters named in ``ignore`` left out), or ``model`` itself."""
+def wrap_ddp(model: torch.nn.Module, env: DistEnv, ignore: tuple[str, ...] = (),
+             find_unused: bool = False) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel (parameters named in ``ignore`` left out), or ``model`` itself.
+
+    ``find_unused``: some parameters get no gradient in a step (GDAS computes one sampled op per edge)."""
     if not env.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     if ignore:
         DDP._set_params_and_buffers_to_ignore_for_model(model, list(ignore))
-    return DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    return DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+               find_unused_parameters=find_unused)

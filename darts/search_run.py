@@ -141,7 +141,8 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
     bilevel = BilevelOptimizer(model, nn.CrossEntropyLoss(), w_opt, a_opt, cfg.order, cfg.hvp, cfg.grad_clip,
                                reduce=lambda ts: all_reduce_mean(ts, env),
                                train_module=wrap_ddp(model, env, ignore=tuple(
-                                   n for n, _ in model.named_parameters() if n.startswith("alphas."))),
+                                   n for n, _ in model.named_parameters() if n.startswith("alphas.")),
+                                   find_unused=not method.uses_all_weights),
                                amp_dtype=torch.bfloat16 if cfg.amp else None)
 
     stoppers = make_stoppers(cfg)

@@ -102,11 +102,14 @@ def test_two_ranks_of_b_equal_one_process_of_2b(tmp_path, order, hvp):
 
 
 @pytest.mark.slow
-def test_torchrun_search(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--method", "gdas", "--hessian-every", "2"]], ids=["darts", "gdas"])
+def test_torchrun_search(tmp_path, extra):
+    """GDAS leaves the unsampled ops without gradients (DDP must be told) and the Hessian eigenvalue is
+    all-reduced: both must work across processes too."""
     out = str(tmp_path / "run")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29611",
            "train_search.py", "--init-channels", "4", "--layers", "3", "--nodes", "2", "--batch-size", "64",
-           "--epochs", "2", "--out", out, "--no-progress"]
+           "--epochs", "2", "--out", out, "--no-progress", *extra]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stderr[-3000:]

@@ -39,6 +39,8 @@ class SearchMethod:
         generic_cell: True when the method changes how an edge or a node is computed, so the search cell runs
             edge by edge (each edge still through the ``--kernels`` mixed-op implementation) instead of the
             fused cell path.
+        uses_all_weights: False when a step may leave some weights without a gradient (GDAS), which
+            DistributedDataParallel must be told.
     """
 
     name: ClassVar[str] = "darts"
@@ -46,6 +48,7 @@ class SearchMethod:
     presets: ClassVar[dict] = {}
     small_presets: ClassVar[dict] = {}
     generic_cell: ClassVar[bool] = False
+    uses_all_weights: ClassVar[bool] = True
 
     # -- construction -----------------------------------------------------------------------------------
     def build_edge(self, C: int, stride: int, primitives: tuple[str, ...], search_bn: bool = True) -> nn.Module:

@@ -37,6 +37,7 @@ class GDAS(SearchMethod):
     presets = dict(arch_lr=3e-4, arch_weight_decay=1e-3)
     small_presets = dict(arch_lr=3e-3)  # a few hundred steps: α must move faster than on CIFAR to show anything
     generic_cell = True
+    uses_all_weights = False
 
     def __init__(self, tau_max: float = 10.0, tau_min: float = 0.1):
         if not 0 < tau_min <= tau_max:
