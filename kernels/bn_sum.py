@@ -57,10 +57,11 @@ class _BNWeightedSum(torch.autograd.Function):
     def forward(ctx, weights, eps, running, *ys):
         out, means, rstds = None, [], []
         C = ys[0].shape[1]
+        scale = weights.detach().unsqueeze(1).expand(len(ys), C).contiguous()  # (K, C): one copy, not K
         for k, y in enumerate(ys):
             # BN with a constant affine scale w_k: the kernel writes w_k · x̂_k in one pass.
             r = running[k]
-            t, m, s = torch.native_batch_norm(y, weights[k].expand(C).contiguous(), None,
+            t, m, s = torch.native_batch_norm(y, scale[k], None,
                                               r[0] if r else None, r[1] if r else None, True,
                                               r[2] if r else 0.0, eps)
             out = t if out is None else out.add_(t)
@@ -85,10 +86,16 @@ class _BNWeightedSum(torch.autograd.Function):
             grads = recompute_vjp((weights, ctx.eps, ys), needs, grad_out)
             return (grads[0], None, None, *grads[1:])
         C = ys[0].shape[1]
+        # One copy into the inputs' layout first: a node's gradient arrives as a channel slice of its cell's
+        # concatenated output gradient (or NCHW from the classifier), on which the CPU BatchNorm backward runs
+        # about ten times slower than on a dense tensor (measured: 1.8 ms vs 0.12 ms, batch 32, C=32, 16x16).
+        fmt = torch.channels_last if ys[0].is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        grad_out = grad_out.contiguous(memory_format=fmt)
+        scale = weights.unsqueeze(1).expand(len(ys), C).contiguous()
         gw, gys = [], []
         for k, y in enumerate(ys):
             gy, gsum, _ = torch.ops.aten.native_batch_norm_backward(
-                grad_out, y, weights[k].expand(C).contiguous(), None, None, mean[k], rstd[k], True, ctx.eps,
+                grad_out, y, scale[k], None, None, mean[k], rstd[k], True, ctx.eps,
                 [needs[k + 1], True, False])
             gw.append(gsum.sum())
             gys.append(gy)

@@ -10,10 +10,26 @@ path computes it node by node instead of edge by edge:
   non-affine BN has the same batch statistics on every edge, and each edge's running statistics are still moved.
 * Every non-affine BN tail of a node's incoming ops (conv ops, pools, FactorizedReduce) is fused with the
   α-weighted sum into one autograd node (:mod:`kernels.bn_sum`, or the Triton kernel), which saves the BN inputs
-  only, never the K normalised outputs.
-* A 3x3 depthwise conv and the 1x1 conv after it keep only their input; backward recomputes the depthwise
-  output (:mod:`kernels.dwpw`).
+  only, never the K normalised outputs. Its backward first copies the node's gradient, which arrives as a channel
+  slice of the cell's concatenated output gradient, into a dense tensor: the CPU BatchNorm backward is about ten
+  times slower on the slice (one thread of the second-order step went from 10.1 s to 7.9 s on 2 cores).
+* On CPU, the inside of each SepConv (depthwise, 1x1, BN, ReLU, depthwise, 1x1) is one autograd node that keeps
+  only its input, the shared ReLU (:mod:`kernels.sepconv`), and each DilConv's depthwise + 1x1 pair one that
+  recomputes the depthwise output (:mod:`kernels.dwpw`): the conv ops store nothing but their BN-tail input.
+  Their depthwise gradients (:mod:`kernels.dwconv`) are rewritten onto the cases oneDNN runs fast (flipped-kernel
+  forward convs, polyphase and even-phase views of the dilated convs, a 5x5 weight gradient split into 5x3 and
+  5x1 ones), which more than pays for the recomputation. Passes that want no weight gradient (the α-only
+  passes of the bilevel step, ``torch.autograd.grad(loss, alphas)``) skip the weight gradients and the
+  recomputations that only they need. Elsewhere only the 3x3 depthwise pairs recompute.
 * On CPU the cell runs in channels-last layout, where the depthwise and 1x1 convolutions are several times faster.
+
+Measured with ``benchmarks/bench_search_step.py --order first,second --batch 32 --kernels reference,auto`` on 2
+shared CPU cores: first-order step 7.41 s -> 2.88 s (2.57x), second-order (finite-difference) 24.6 s -> 7.54 s
+(3.27x; the reference's time varies by about 15% between runs on this machine), peak RSS 0.35 and 0.45 of the
+reference's. Side by side against the previous version of this path (3x3 pairs only, oneDNN's depthwise
+backward), one thread: first order 6.97 s -> 4.82 s and second order 18.9 s -> 12.8 s from the rewritten
+depthwise gradients; keeping only the SepConv input then cut the second-order peak RSS from about 3.5 GB to
+2.7 GB at the same speed.
 
 Parameters and buffers are read from the modules at every call (``torch.func.functional_call`` substitutes
 them in the second-order step). Any candidate module this file does not recognise runs as itself, unfused. In
@@ -32,6 +48,7 @@ from darts.ops import FactorizedReduce, Identity, Zero
 from .bn_sum import bn_weighted_sum
 from .dwpw import dw_pw, is_dw_pw
 from .reference import cell_reference, mixed_op_reference
+from .sepconv import is_sep_conv, sep_conv
 
 
 def _bn_tail(m) -> bool:
@@ -79,28 +96,28 @@ class _NodeSum:
 
 
 def _body(layers, y):
-    """Run ``layers`` on ``y``; a depthwise 3x3 + 1x1 conv pair runs as one node that recomputes the middle.
+    """Run ``layers`` on ``y``, the inside of a conv op between its shared ReLU and its fused BN tail.
 
-    Only 3x3 kernels (sep_conv_3x3 twice, dil_conv_3x3): recomputing them costs little, while the 5x5 depthwise
-    convs cost about four times as much to recompute for the same memory (measured on 2 CPU cores).
+    On CPU a SepConv's inside runs as one node that keeps only ``y`` (:mod:`kernels.sepconv`), and every other
+    depthwise + 1x1 pair (DilConv) as one node that recomputes the middle (:mod:`kernels.dwpw`), with the
+    depthwise gradients of :mod:`kernels.dwconv`: with them the recomputing step is faster than oneDNN's own
+    depthwise backward on the stored outputs, and it stores about a third less (measured at batch 32, C=16,
+    see the module docstring). Elsewhere (CUDA, with the Triton sum; not measured with these) only the 3x3 pairs
+    recompute, as before.
     """
-    fmt = torch.channels_last if y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last) else None
+    cpu = y.device.type == "cpu"
+    if cpu and is_sep_conv(layers):
+        return sep_conv(y, layers, _running(layers[2]))
     i = 0
     while i < len(layers):
-        if fmt is not None and _strided_dilated_dw(layers[i]):
-            y = y.contiguous()  # oneDNN's channels-last kernel is 2-3x slower than NCHW for these
-        if i + 1 < len(layers) and is_dw_pw(layers[i], layers[i + 1]) and layers[i].kernel_size == (3, 3):
+        if (i + 1 < len(layers) and is_dw_pw(layers[i], layers[i + 1])
+                and (cpu or layers[i].kernel_size == (3, 3))):
             y = dw_pw(y, layers[i], layers[i + 1])
             i += 2
         else:
             y = layers[i](y)
             i += 1
-    return y if fmt is None else y.contiguous(memory_format=fmt)
-
-
-def _strided_dilated_dw(m) -> bool:
-    return (isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels and m.stride != (1, 1)
-            and m.dilation != (1, 1))
+    return y
 
 
 def _edge_terms(mixed_op, h, edge: int, node: _NodeSum, cache: dict) -> None:
