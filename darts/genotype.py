@@ -202,15 +202,20 @@ def parse_genotype_text(text: str, check_ops: bool = True) -> Genotype:
     return Genotype.from_dict(d, check_ops=check_ops)
 
 
-def load_genotype(path: str, check_ops: bool = True) -> Genotype:
-    """Read a genotype from a JSON file (or a file holding the DARTS log text); clear errors otherwise."""
+def read_genotype_file(path: str) -> str:
+    """The text of a genotype file; :class:`GenotypeError` naming the file if it is missing or unreadable."""
     if not os.path.isfile(path):
         raise GenotypeError(f"genotype file {path!r} does not exist")
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise GenotypeError(f"cannot read genotype file {path!r}: {e}") from None
+
+
+def load_genotype(path: str, check_ops: bool = True) -> Genotype:
+    """Read a genotype from a JSON file (or a file holding the DARTS log text); clear errors otherwise."""
+    text = read_genotype_file(path)
     stripped = text.lstrip()
     if stripped.startswith("Genotype("):
         return parse_genotype_text(stripped, check_ops)

@@ -22,13 +22,16 @@ def mixed_op_reference(mixed_op, x: torch.Tensor, weights: torch.Tensor) -> torc
     return out
 
 
-def cell_reference(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """A search cell, edge by edge: node ``i`` is ``Σ_j MixedOp_{ij}(h_j)`` over every earlier node ``j``.
+def cell_reference(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                   coefficients: torch.Tensor | None = None) -> torch.Tensor:
+    """A search cell, edge by edge: node ``i`` is ``Σ_j c_ij · edge_ij(h_j, w_ij)`` over every earlier node ``j``.
 
     Args:
         cell: a :class:`darts.search.SearchCell` (``preprocess0/1``, ``edges``, ``steps``, ``multiplier``).
         s0, s1: outputs of the two previous cells, ``(B, C_pp, H', W')`` and ``(B, C_p, H, W)``.
         weights: ``(edges, K)`` op weights of the cell type.
+        coefficients: None (``c`` = 1), or ``(edges,)`` factors on the edge outputs (PC-DARTS's edge
+            normalisation); the edges may be any module ``edge(h, weights_row)`` a search method builds.
     Returns:
         ``(B, multiplier·C, H/s, W/s)``: the last ``multiplier`` nodes concatenated.
     """
@@ -38,6 +41,8 @@ def cell_reference(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tens
         s = None
         for j, h in enumerate(states):
             y = cell.edges[offset + j](h, weights[offset + j])
+            if coefficients is not None:
+                y = coefficients[offset + j] * y
             s = y if s is None else s + y
         offset += len(states)
         states.append(s)

@@ -11,7 +11,7 @@ import logging
 import torch
 import torch.nn as nn
 
-from kernels import get_cell_impl, resolve_kernels
+from kernels import cell_reference, get_cell_impl, resolve_kernels
 
 from ..genotype import Genotype, derive_genotype, num_edges
 from ..ops import FactorizedReduce, ReLUConvBN, check_primitives
@@ -49,6 +49,59 @@ class ArchParameters(nn.Module):
     def all(self) -> list[nn.Parameter]:
         """Every architecture parameter: the α groups in order, then the extras."""
         return [getattr(self, n) for n in (*self.groups, *self.extra_names)]
+
+
+class SupernetBase(nn.Module):
+    """What every search network shares, whatever its space: α in :class:`ArchParameters` (``self.alphas``), a
+    search method (``self.method``), the ``--kernels`` dispatch, and the parameter lists the bilevel step uses.
+
+    A space's network sets ``alphas``, ``method``, ``kernels``, ``primitives`` and ``_impl_device = None`` in its
+    constructor, has a ``stem`` whose first module holds a weight, and implements ``node_in_degrees``,
+    ``genotype`` and ``forward`` (calling :meth:`_dispatch` first).
+    """
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """α of every cell type, in order, then any parameters the method adds (PC-DARTS's edge β)."""
+        return self.alphas.all()
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter, in registration order (stable across runs, so optimizer state lines up)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("alphas.")]
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
+
+    def edge_weights(self) -> tuple[torch.Tensor, ...]:
+        """Op weights ``(edges, K)`` of every cell type: softmax(α) for DARTS (Eq. 2), or the method's relaxation
+        (see :meth:`darts.methods.SearchMethod.op_weights`)."""
+        return tuple(self.method.op_weights(self.alphas.group(g), g, self.training) for g in self.alphas.groups)
+
+    def edge_coefficients(self) -> tuple[torch.Tensor | None, ...]:
+        """The method's per-edge factors of every cell type (None for most methods)."""
+        return tuple(self.method.edge_coefficients(self, g) for g in self.alphas.groups)
+
+    def strengths(self) -> tuple[torch.Tensor, ...]:
+        """The op strengths ``(edges, K)`` the discretizer reads, per cell type (softmax(α) for DARTS)."""
+        with torch.no_grad():
+            return tuple(self.method.derive_weights(self, g) for g in self.alphas.groups)
+
+    def set_kernels(self, kernels: str, device=None) -> str:
+        """Choose the mixed-op and cell implementation for ``device`` (default: where the model lives); returns it.
+
+        Raises :class:`darts.errors.ConfigError` for ``triton`` where Triton cannot run.
+        """
+        device = device if device is not None else self.stem[0].weight.device
+        impl = resolve_kernels(kernels, torch.device(device))
+        self.kernels = kernels
+        for m in self.modules():
+            if isinstance(m, (MixedOp, SearchCell)):
+                m.impl = impl
+        self._impl_device = torch.device(device)
+        return impl
+
+    def _dispatch(self, x: torch.Tensor) -> None:
+        if self._impl_device != x.device:  # dispatch by device, once per device change
+            self.set_kernels(self.kernels, x.device)
 
 
 class SearchCell(nn.Module):
@@ -89,21 +142,10 @@ class SearchCell(nn.Module):
 
     def forward_edges(self, s0, s1, weights, coefficients=None):
         """Node ``i`` = ``Σ_j c_ij · edge_ij(h_j, w_ij)`` edge by edge (``c`` = 1 without coefficients)."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        offset = 0
-        for _ in range(self.steps):
-            s = None
-            for j, h in enumerate(states):
-                y = self.edges[offset + j](h, weights[offset + j])
-                if coefficients is not None:
-                    y = coefficients[offset + j] * y
-                s = y if s is None else s + y
-            offset += len(states)
-            states.append(s)
-        return torch.cat(states[-self.multiplier :], dim=1)
+        return cell_reference(self, s0, s1, weights, coefficients)
 
 
-class Supernet(nn.Module):
+class Supernet(SupernetBase):
     """The search network.
 
     Args:
@@ -152,61 +194,22 @@ class Supernet(nn.Module):
         self.alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups))
         self._impl_device = None
 
-    # -- parameters -----------------------------------------------------------------------------------
     space = "darts"
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        """α of the normal and the reduction cell, in that order, then any parameters the method adds."""
-        return self.alphas.all()
 
     def node_in_degrees(self) -> list[int]:
         """Incoming edges of each intermediate node, in α row order (node i of a DARTS cell reads 2 + i nodes)."""
         return [2 + i for i in range(self.steps)]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every other parameter, in registration order (stable across runs, so optimizer state lines up)."""
-        return [p for n, p in self.named_parameters() if not n.startswith("alphas.")]
-
-    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
-
-    # -- relaxation -----------------------------------------------------------------------------------
-    def edge_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Op weights of every edge of the normal and the reduction cell, (edges, K) each: softmax(α) for DARTS
-        (Eq. 2), or the method's relaxation (see :meth:`darts.methods.SearchMethod.op_weights`)."""
-        return tuple(self.method.op_weights(self.alphas.group(g), g, self.training) for g in self.alphas.groups)
-
-    def strengths(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The op strengths the discretizer reads, (edges, K) per cell type (softmax(α) for DARTS)."""
-        with torch.no_grad():
-            return tuple(self.method.derive_weights(self, g) for g in self.alphas.groups)
 
     def genotype(self, max_skip: int | None = None) -> Genotype:
         """The discrete cell that α encodes now (the DARTS rule, :func:`darts.genotype.derive_genotype`)."""
         wn, wr = self.strengths()
         return derive_genotype(wn, wr, self.primitives, self.steps, self.multiplier, max_skip=max_skip)
 
-    # -- forward --------------------------------------------------------------------------------------
-    def set_kernels(self, kernels: str, device=None) -> str:
-        """Choose the mixed-op and cell implementation for ``device`` (default: where the model lives); returns it.
-
-        Raises :class:`darts.errors.ConfigError` for ``triton`` where Triton cannot run.
-        """
-        device = device if device is not None else self.stem[0].weight.device
-        impl = resolve_kernels(kernels, torch.device(device))
-        self.kernels = kernels
-        for m in self.modules():
-            if isinstance(m, (MixedOp, SearchCell)):
-                m.impl = impl
-        self._impl_device = torch.device(device)
-        return impl
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, in_channels, H, W) with H, W divisible by 4. Returns logits (B, num_classes)."""
-        if self._impl_device != x.device:  # dispatch by device, once per device change
-            self.set_kernels(self.kernels, x.device)
+        self._dispatch(x)
         w_normal, w_reduce = self.edge_weights()
-        c_normal, c_reduce = (self.method.edge_coefficients(self, g) for g in self.alphas.groups)
+        c_normal, c_reduce = self.edge_coefficients()
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             if cell.reduction:

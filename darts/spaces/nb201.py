@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -18,12 +17,11 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from kernels import resolve_kernels
 
 from ..errors import ConfigError, GenotypeError
+from ..genotype import read_genotype_file
 from ..ops import ReLUConvBN, check_primitives
-from ..search.mixed_op import MixedOp
-from ..search.supernet import ArchParameters
+from ..search.supernet import ArchParameters, SupernetBase
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +198,7 @@ class NB201Genotype:
 def load_nb201_genotype(path: str) -> NB201Genotype:
     """Read an NB201 genotype from a JSON file written by :meth:`NB201Genotype.save`, or from a text file holding
     the benchmark's architecture string. Raises :class:`GenotypeError` naming the file and the problem."""
-    if not os.path.isfile(path):
-        raise GenotypeError(f"genotype file {path!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GenotypeError(f"cannot read genotype file {path!r}: {e}") from None
+    text = read_genotype_file(path)
     try:
         if text.lstrip().startswith("|"):
             return NB201Genotype.from_string(text)
@@ -319,7 +311,7 @@ class NB201SearchCell(nn.Module):
         return nodes[-1]
 
 
-class NB201Supernet(nn.Module):
+class NB201Supernet(SupernetBase):
     """The NAS-Bench-201 search network, with the interface of :class:`darts.search.Supernet`.
 
     Args:
@@ -367,58 +359,20 @@ class NB201Supernet(nn.Module):
         self.alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups))
         self._impl_device = None
 
-    # -- parameters -----------------------------------------------------------------------------------
-    def arch_parameters(self) -> list[nn.Parameter]:
-        """α of the cell, then any parameters the method adds (PC-DARTS's edge β)."""
-        return self.alphas.all()
-
     def node_in_degrees(self) -> list[int]:
         """Incoming edges of nodes 1..3, in α row order: node i reads every earlier node."""
         return list(range(1, NB201_NODES))
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every other parameter, in registration order (stable across runs, so optimizer state lines up)."""
-        return [p for n, p in self.named_parameters() if not n.startswith("alphas.")]
-
-    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
-
-    # -- relaxation -----------------------------------------------------------------------------------
-    def edge_weights(self) -> tuple[torch.Tensor]:
-        """Op weights of the 6 edges, ``((6, K),)``: softmax(α) for DARTS, or the method's relaxation."""
-        return (self.method.op_weights(self.alphas.group("cell"), "cell", self.training),)
-
-    def strengths(self) -> tuple[torch.Tensor]:
-        """The op strengths the discretizer reads, ``((6, K),)``."""
-        with torch.no_grad():
-            return (self.method.derive_weights(self, "cell"),)
 
     def genotype(self, max_skip: int | None = None) -> NB201Genotype:
         """The discrete cell α encodes now: the argmax op of every edge, ``none`` included (:func:`derive_nb201`);
         ``max_skip`` caps the number of ``skip_connect`` edges."""
         return derive_nb201(self.strengths()[0], self.primitives, max_skip=max_skip)
 
-    # -- forward --------------------------------------------------------------------------------------
-    def set_kernels(self, kernels: str, device=None) -> str:
-        """Choose the mixed-op implementation for ``device`` (default: where the model lives); returns it.
-
-        Raises :class:`darts.errors.ConfigError` for ``triton`` where Triton cannot run.
-        """
-        device = device if device is not None else self.stem[0].weight.device
-        impl = resolve_kernels(kernels, torch.device(device))
-        self.kernels = kernels
-        for m in self.modules():
-            if isinstance(m, MixedOp):
-                m.impl = impl
-        self._impl_device = torch.device(device)
-        return impl
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, in_channels, H, W) with H, W divisible by 4. Returns logits (B, num_classes)."""
-        if self._impl_device != x.device:  # dispatch by device, once per device change
-            self.set_kernels(self.kernels, x.device)
+        self._dispatch(x)
         (weights,) = self.edge_weights()
-        coefficients = self.method.edge_coefficients(self, "cell")
+        (coefficients,) = self.edge_coefficients()
         h = self.stem(x)
         for cell in self.cells:
             h = cell(h) if isinstance(cell, ResNetBasicBlock) else cell(h, weights, coefficients)
