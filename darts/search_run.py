@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from .bilevel import BilevelOptimizer
 from .checkpoint import load_checkpoint, restoring, rng_state, save_checkpoint, set_rng_state
+from .collapse import HessianEarlyStop, SkipEarlyStop, count_skips, dominant_hessian_eigenvalue
 from .config import SearchConfig, apply_presets, config_from_dict, config_to_dict
 from .data import BatchStream, load_data, make_loader, search_split
 from .distributed import all_reduce_mean, barrier, broadcast_flag, init_distributed, shutdown, wrap_ddp
@@ -43,21 +44,11 @@ def resolve_resume(cfg, given: set[str], cls):
     return saved, rd
 
 
-def _cell_edges(genotype, cell: str = "normal"):
-    """The (op, input) pairs of the normal cell of a DARTS genotype, or of the one cell of an NB201 genotype."""
-    if hasattr(genotype, "nodes"):
-        return [e for node in genotype.nodes for e in node]
-    return list(getattr(genotype, cell))
-
-
 def parameter_free_count(genotype, cell: str = "normal") -> int:
-    """Number of parameter-free ops (skip, pools; not ``none``) in a cell: the collapse indicator of DARTS."""
-    return sum(get_op_spec(op).parameter_free and not get_op_spec(op).is_zero for op, _ in _cell_edges(genotype, cell))
+    """Number of parameter-free ops (skip, pools; not ``none``) in a cell: the collapse indicator of DARTS.
 
-
-def skip_count(genotype, cell: str = "normal") -> int:
-    """Number of ``skip_connect`` edges in a cell (the DARTS+ criterion)."""
-    return sum(op == "skip_connect" for op, _ in _cell_edges(genotype, cell))
+    ``cell`` names the edge list (an NB201 genotype's one cell is also its ``normal``)."""
+    return sum(get_op_spec(op).parameter_free and not get_op_spec(op).is_zero for op, _ in getattr(genotype, cell))
 
 
 def build_method(cfg: SearchConfig):
@@ -243,7 +234,7 @@ def _end_of_epoch(rd, cfg, epoch, lr, t0, stats, model, genotype, val_loader, de
     strengths = dict(zip(model.alphas.groups, model.strengths()))
     record = {
         "epoch": epoch + 1, "lr": lr, **stats, "val_loss": val_loss, "val_acc": val_acc,
-        "param_free_normal": parameter_free_count(genotype), "skip_normal": skip_count(genotype),
+        "param_free_normal": parameter_free_count(genotype), "skip_normal": count_skips(genotype),
         "epoch_time_s": round(time.time() - t0, 3), **extra,
         **{f"alpha_{g}": w.cpu().tolist() for g, w in strengths.items()}, "genotype": genotype.to_dict(),
     }
@@ -260,8 +251,6 @@ def _end_of_epoch(rd, cfg, epoch, lr, t0, stats, model, genotype, val_loader, de
 
 def make_stoppers(cfg: SearchConfig) -> dict:
     """The early-stop rules of ``--early-stop`` (:mod:`darts.collapse`), by name."""
-    from .collapse import HessianEarlyStop, SkipEarlyStop
-
     if cfg.early_stop == "skip":
         return {"skip": SkipEarlyStop(patience=cfg.skip_patience)}
     if cfg.early_stop == "hessian":
@@ -271,7 +260,7 @@ def make_stoppers(cfg: SearchConfig) -> dict:
 
 
 def _check_stop(stoppers: dict, epoch: int, genotype, extra: dict) -> str | None:
-    if "skip" in stoppers and stoppers["skip"].update(skip_count(genotype)):
+    if "skip" in stoppers and stoppers["skip"].update(genotype):
         return stoppers["skip"].reason
     if "hessian" in stoppers and "hessian_eigenvalue" in extra:
         if stoppers["hessian"].update(epoch + 1, extra["hessian_eigenvalue"]):
@@ -287,8 +276,6 @@ def _stopper_state(stoppers: dict, stop) -> dict:
 def _hessian_eigenvalue(model, loader, device, reduce, batches: int = 1) -> float:
     """The dominant eigenvalue of ∇²_α L_val on the first ``batches`` validation batches (RobustDARTS), the same
     batches every time, so that its changes come from the weights and α, not from the data."""
-    from .collapse import dominant_hessian_eigenvalue
-
     data = []
     for x, y in loader:
         data.append((x.to(device), y.to(device)))
