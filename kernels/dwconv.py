@@ -15,7 +15,8 @@ forward. Every gradient here is rewritten, with the same sums, in terms of the f
   dilation-1 weight gradient with the phases stacked into the batch.
 * Weight gradient of a ``k x k`` kernel, ``k > 3``: the middle three columns are one ``k x 3`` weight gradient;
   each outer column ``j`` (offset ``o = j − p``) is a ``k x 1`` one on ``g`` shifted by ``o`` columns, since
-  ``Σ x[h+i−p, w+o] g[h, w] = Σ x[h+i−p, w] g[h, w−o]``.
+  ``Σ x[h+i−p, w+o] g[h, w] = Σ x[h+i−p, w] g[h, w−o]``. On images smaller than a 5x5 kernel, where those are
+  slow too, four 3x3 weight gradients on shifted windows instead.
 
 Anything else (other devices, strides, paddings, odd sizes under dilation) takes ``aten.convolution_backward``,
 the reference these are tested against in ``tests/kernels/test_dwconv.py``.
@@ -70,11 +71,33 @@ def _input_grad_s1(g: torch.Tensor, w: torch.Tensor, dilation: int) -> torch.Ten
     return F.conv2d(g, w.flip(-1, -2), None, 1, dilation * (k - 1) // 2, dilation, g.shape[1])
 
 
+def _weight_grad_5x5_blocks(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``∂L/∂w`` of a 5x5 "same" depthwise conv as four 3x3 weight gradients on windows of ``x`` padded by 2.
+
+    The block at offset ``(a, b)`` (``a, b`` in {0, 2}) is ``Σ xp[h + a + i, w + b + j] g[h, w]``, the taps
+    ``(a + i, b + j)`` of the 5x5 kernel; the four blocks cover it, and the overlapping middle row and column are
+    taken from one of them. Used where the image is smaller than the kernel (the dilation-2 5x5 convs of the 8x8
+    cells, on 4x4 phases), where oneDNN's 5x3 and 5x1 weight gradients are slow (1.25 ms against 0.54 ms for
+    this at batch 128, C=64, 4x4, channels-last, 2 threads).
+    """
+    C, H, W = x.shape[1], x.shape[-2], x.shape[-1]
+    xp = F.pad(x, (2, 2, 2, 2))
+    w3 = x.new_empty(C, 1, 3, 3)
+    out = x.new_empty(C, 1, 5, 5)
+    for a in (0, 2):
+        for b in (0, 2):
+            out[..., a : a + 3, b : b + 3] = _aten_backward(
+                g, xp[:, :, a : a + H + 2, b : b + W + 2], w3, (1, 1), (0, 0), (1, 1), False, True)[1]
+    return out
+
+
 def _weight_grad_d1(g: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
     """``∂L/∂w`` ``(C, 1, k, k)`` of a stride-1, dilation-1 depthwise conv with padding ``(k−1)/2``."""
     C, p = x.shape[1], (k - 1) // 2
     if k <= 3:
         return _aten_backward(g, x, x.new_empty(C, 1, k, k), (1, 1), (p, p), (1, 1), False, True)[1]
+    if k == 5 and min(x.shape[-2:]) < k:
+        return _weight_grad_5x5_blocks(g, x)
     out = x.new_empty(C, 1, k, k)
     out[..., p - 1 : p + 2] = _aten_backward(g, x, x.new_empty(C, 1, k, 3), (1, 1), (p, 1), (1, 1), False, True)[1]
     col = x.new_empty(C, 1, k, 1)

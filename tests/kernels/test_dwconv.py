@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.dwconv import _plan, dw_conv, dw_conv_backward
+from kernels.dwconv import _plan, _weight_grad_5x5_blocks, dw_conv, dw_conv_backward
 
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-10, atol=1e-10)}
 CONFIGS = list(itertools.product((3, 5, 7), (1, 2), (1, 2)))  # (k, stride, dilation), "same" padding d(k−1)/2
@@ -49,3 +49,18 @@ def test_plan_covers_the_darts_convs_and_falls_back_elsewhere():
     assert _plan(x, w3, (1, 1), (0, 0), (1, 1)) is None  # not "same" padding
     assert _plan(x[..., :7, :7], w3, (1, 1), (2, 2), (2, 2)) is None  # odd size under dilation
     assert _plan(x, torch.zeros(2, 1, 3, 5), (1, 1), (1, 2), (1, 1)) is None
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (4, 4), (9, 6)])
+def test_5x5_weight_grad_from_3x3_blocks(hw, channels_last):
+    """The four-block 5x5 weight gradient (used on images smaller than the kernel) on any size, float64."""
+    g = torch.Generator().manual_seed(hw[0] * 10 + hw[1])
+    x = torch.randn(3, 4, *hw, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    w = torch.zeros(4, 1, 5, 5, dtype=torch.float64)
+    ref = torch.ops.aten.convolution_backward(grad, x, w, None, (1, 1), (2, 2), (1, 1), False, (0, 0), 4,
+                                              [False, True, False])[1]
+    torch.testing.assert_close(_weight_grad_5x5_blocks(grad, x), ref, rtol=1e-10, atol=1e-10)

@@ -17,6 +17,7 @@ from darts.search import MixedOp, Supernet
 
 IMPLS = ["fused_cpu", pytest.param("triton", marks=pytest.mark.skipif(
     importlib.util.find_spec("triton") is None, reason="triton is not installed"))]
+_no_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 TOL = dict(rtol=2e-3, atol=2e-4)  # float32: BN over a few elements amplifies summation-order differences
 
 
@@ -46,7 +47,6 @@ def _assert_same(a, b):
 
 
 ORDERS = [("first", "finite-difference"), ("second", "finite-difference"), ("second", "exact")]
-_no_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 _no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 # The interpreter runs every Triton program in Python: its second-order finite-difference case adds ~40 s and
 # only repeats the kernel calls the other two cases make, so it runs where the kernels are compiled (CUDA).
@@ -76,14 +76,18 @@ def test_bilevel_step_matches_reference(impl, order, hvp, device):
     _assert_same(b1, b0)  # running statistics moved the same way (and num_batches_tracked counted the same)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("stride", [1, 2])
-def test_mixed_op_matches_reference(impl, stride):
+# 16x16 and more also take the average pool's depthwise-sum path of fused_cpu (the Triton cell shares it).
+MIXED_CASES = ([pytest.param("fused_cpu", s, n) for s, n in ((1, 7), (2, 8), (1, 17), (2, 16))]
+               + [pytest.param("triton", s, n, marks=_no_triton) for s, n in ((1, 7), (2, 8))])
+
+
+@pytest.mark.parametrize("impl,stride,size", MIXED_CASES)
+def test_mixed_op_matches_reference(impl, stride, size):
     torch.manual_seed(0)
     op = MixedOp(6, stride, DARTS_PRIMITIVES)
     fused = copy.deepcopy(op)
     fused.impl = impl
-    x = torch.randn(3, 6, 7 if stride == 1 else 8, 7 if stride == 1 else 8, requires_grad=True)
+    x = torch.randn(3, 6, size, size, requires_grad=True)
     w = torch.softmax(torch.randn(len(DARTS_PRIMITIVES)), 0).requires_grad_()
     g = None
     outs = []
@@ -114,3 +118,17 @@ def test_eval_mode_and_checkpoints_are_interchangeable():
     x = _batches()[0][0]
     ref.eval(), fused.eval()
     torch.testing.assert_close(fused(x), ref(x))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("hw", [(16, 16), (17, 19)])
+def test_avg_pool_as_depthwise_sum(stride, hw):
+    """The CPU average pool (ones-kernel depthwise sum / tap count) equals nn.AvgPool2d, value and gradient."""
+    from kernels.fused_cpu import _pool
+
+    pool = nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+    x = torch.randn(2, 3, *hw, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(_pool(pool, x), pool(x), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: _pool(pool, t), (x,))
+    ceil = nn.AvgPool2d(3, stride, 1, ceil_mode=True, count_include_pad=False)
+    torch.testing.assert_close(_pool(ceil, x), ceil(x))  # another configuration: the pool module itself
