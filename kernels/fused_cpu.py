@@ -21,7 +21,10 @@ path computes it node by node instead of edge by edge:
   5x1 ones), which more than pays for the recomputation. Passes that want no weight gradient (the α-only
   passes of the bilevel step, ``torch.autograd.grad(loss, alphas)``) skip the weight gradients and the
   recomputations that only they need. Elsewhere only the 3x3 depthwise pairs recompute.
-* On CPU the cell runs in channels-last layout, where the depthwise and 1x1 convolutions are several times faster.
+* On CPU the cell runs in channels-last layout, where the depthwise and 1x1 convolutions are several times faster,
+  and on maps of 16x16 and more the 3x3 average pool is a ones-kernel depthwise sum divided by the tap count.
+* What each candidate of an edge is (pool, conv op with BN tail, ...) is worked out once per mixed op
+  (:func:`_edge_plan`), not at every call.
 
 Measured with ``benchmarks/bench_search_step.py --order first,second --batch 32 --kernels reference,auto`` on 2
 shared CPU cores: first-order step 7.41 s -> 2.88 s (2.57x), second-order (finite-difference) 24.6 s -> 7.54 s
