@@ -132,3 +132,15 @@ def test_avg_pool_as_depthwise_sum(stride, hw):
     assert torch.autograd.gradcheck(lambda t: _pool(pool, t), (x,))
     ceil = nn.AvgPool2d(3, stride, 1, ceil_mode=True, count_include_pad=False)
     torch.testing.assert_close(_pool(ceil, x), ceil(x))  # another configuration: the pool module itself
+
+
+def test_replacing_a_candidate_is_seen_by_the_fused_path():
+    """The fused path works out each edge's candidates once; a replaced candidate module is picked up."""
+    torch.manual_seed(0)
+    op = MixedOp(4, 1, ("skip_connect", "avg_pool_3x3", "sep_conv_3x3"))
+    op.impl = "fused_cpu"
+    x, w = torch.randn(2, 4, 6, 6), torch.softmax(torch.randn(3), 0)
+    op(x, w)
+    op.candidates[2] = nn.Sequential(nn.Conv2d(4, 4, 1, bias=False))  # not a ReLU-conv-BN op: runs as is
+    expected = w[0] * x + w[1] * op.candidates[1](x) + w[2] * op.candidates[2](x)
+    torch.testing.assert_close(op(x, w), expected, **TOL)
