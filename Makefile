@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
-# A complete search on the embedded digits set (about 4 minutes on 2 CPU cores), then print how to retrain it.
+# A complete search on the embedded digits set (about 1.5 minutes on 2 CPU cores), then print how to retrain it.
 search: setup
 	$(PY) train_search.py --out runs/search-digits-default-$$(date +%Y%m%d-%H%M%S)
 
