@@ -9,6 +9,10 @@ The table compares every row with the ``reference`` row of the same order, batch
 
     python benchmarks/bench_search_step.py --order first,second --batch 32 --kernels reference,auto
     python benchmarks/bench_search_step.py --device cuda --batch 64 --kernels reference,triton --json
+
+On a machine whose speed drifts (a shared VM), ``--rounds N`` runs the whole grid N times, one configuration after
+the other in each round, so a slow minute falls on every configuration alike; each row then reports the median
+of all its timed steps and the highest peak, and ``--json`` adds the per-round medians.
 """
 import argparse
 import json
@@ -69,6 +73,18 @@ def _grid(args):
                                warmup=args.warmup, steps=args.steps, threads=args.threads)
 
 
+def _merge(results: list[dict]) -> dict:
+    """One row from a configuration's rounds: the median of all timed steps, the highest peak memory."""
+    if len(results) == 1 or any("error" in r for r in results):
+        return next((r for r in results if "error" in r), results[0])
+    times = [t for r in results for t in r["times"]]
+    row = dict(results[0], times=times, median_s_per_step=statistics.median(times),
+               peak_mem_mb=max(r["peak_mem_mb"] for r in results),
+               round_medians=[r["median_s_per_step"] for r in results])
+    row["images_per_s"] = row["batch"] / row["median_s_per_step"]
+    return row
+
+
 def _table(rows) -> str:
     ref = {(r["order"], r["batch"], r["device"]): r for r in rows if r.get("impl") == "reference"}
     head = f"{'order':<7}{'batch':>6}  {'kernels':<18}{'device':<7}{'s/step':>9}{'img/s':>8}{'peak MB':>9}" \
@@ -97,27 +113,37 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
     p.add_argument("--hvp", default="finite-difference", choices=("finite-difference", "exact"))
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the whole grid this many times, interleaved; rows merge all rounds' steps")
     p.add_argument("--json", action="store_true", help="one JSON object per configuration instead of the table")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(run_one(json.loads(args.child))))
         return 0
-    rows = []
-    for cfg in _grid(args):
-        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(cfg)],
-                           capture_output=True, text=True)
-        if r.returncode == 0:
-            row = json.loads(r.stdout.strip().splitlines()[-1])
-        else:  # e.g. --kernels triton without CUDA: the one-line error of the dispatch
-            row = dict(cfg, error=(r.stderr.strip().splitlines() or ["?"])[-1][:120])
-        rows.append(row)
-        if args.json:
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    grid = list(_grid(args))
+    runs = [[] for _ in grid]  # per configuration, one result per round
+    for rnd in range(args.rounds):
+        for cfg, results in zip(grid, runs):
+            r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(cfg)],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                row = json.loads(r.stdout.strip().splitlines()[-1])
+            else:  # e.g. --kernels triton without CUDA: the one-line error of the dispatch
+                row = dict(cfg, error=(r.stderr.strip().splitlines() or ["?"])[-1][:120])
+            results.append(row)
+            if args.json and args.rounds == 1:
+                print(json.dumps(row), flush=True)
+            elif not args.json:
+                print(f"  done: round {rnd + 1}/{args.rounds} {cfg['order']} batch {cfg['batch']} {cfg['kernels']} "
+                      f"{cfg['device']}", file=sys.stderr, flush=True)
+    rows = [_merge(results) for results in runs]
+    if args.json and args.rounds > 1:
+        for row in rows:
             print(json.dumps(row), flush=True)
-        else:
-            print(f"  done: {cfg['order']} batch {cfg['batch']} {cfg['kernels']} {cfg['device']}", file=sys.stderr,
-                  flush=True)
-    if not args.json:
+    elif not args.json:
         print(_table(rows))
     return 0 if all("error" not in r for r in rows) else 1
 
