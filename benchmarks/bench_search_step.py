@@ -136,7 +136,7 @@ def main(argv=None):
             results.append(row)
             if args.json and args.rounds == 1:
                 print(json.dumps(row), flush=True)
-            elif not args.json:
+            else:  # progress on stderr; stdout keeps the table or the JSON rows
                 print(f"  done: round {rnd + 1}/{args.rounds} {cfg['order']} batch {cfg['batch']} {cfg['kernels']} "
                       f"{cfg['device']}", file=sys.stderr, flush=True)
     rows = [_merge(results) for results in runs]
