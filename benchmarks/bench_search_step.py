@@ -61,7 +61,8 @@ def run_one(cfg: dict) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return dict(cfg, impl=impl, median_s_per_step=statistics.median(times), times=times,
-                images_per_s=B / statistics.median(times), peak_mem_mb=peak, threads=torch.get_num_threads())
+                images_per_s=B / statistics.median(times), peak_mem_mb=peak, threads=torch.get_num_threads(),
+                ld_preload=os.environ.get("LD_PRELOAD", ""))
 
 
 def _grid(args):
@@ -100,6 +101,9 @@ def _table(rows) -> str:
         name = r["kernels"] if r["kernels"] == r["impl"] else f"{r['kernels']}->{r['impl']}"
         lines.append(f"{r['order']:<7}{r['batch']:>6}  {name:<18}{r['device']:<7}{r['median_s_per_step']:>9.3f}"
                      f"{r['images_per_s']:>8.1f}{r['peak_mem_mb']:>9.0f}{speed:>10}{mem:>11}")
+    preload = sorted({r["ld_preload"] for r in rows if r.get("ld_preload")})
+    if preload:  # e.g. jemalloc: it changes both paths' times and memory, the reference's most (README)
+        lines.append(f"note: LD_PRELOAD={','.join(preload)}; figures are not comparable with the default allocator's")
     return "\n".join(lines)
 
 

@@ -58,3 +58,18 @@ def test_json_rows_from_interleaved_rounds():
         assert len(r["times"]) == 2 and len(r["round_medians"]) == 2
         assert r["median_s_per_step"] == pytest.approx(statistics.median(r["times"]))
         assert r["peak_mem_mb"] > 100  # RSS of a process that imported torch, in MB
+        assert r["ld_preload"] == os.environ.get("LD_PRELOAD", "")
+
+
+def test_table_flags_a_preloaded_allocator():
+    bench = _module()
+    rows = [dict(order="second", batch=32, kernels=k, device="cpu", impl=i, median_s_per_step=t, images_per_s=32 / t,
+                 peak_mem_mb=m, ld_preload=pre)
+            for k, i, t, m, pre in (("reference", "reference", 24.0, 6000.0, ""),
+                                    ("auto", "fused_cpu", 8.0, 2700.0, ""))]
+    table = bench._table(rows)
+    assert "3.00x" in table and "0.45" in table
+    assert "LD_PRELOAD" not in table
+    for r in rows:
+        r["ld_preload"] = "/usr/lib/libjemalloc.so.2"
+    assert "note: LD_PRELOAD=/usr/lib/libjemalloc.so.2;" in bench._table(rows).splitlines()[-1]
