@@ -31,8 +31,8 @@ shared CPU cores, over all runs so far: first-order step 2.5x to 3.2x faster, se
 2.4x to 3.3x (the reference's time varies by 15-30% between runs on this machine; see the README's performance
 section), peak RSS 0.35 and 0.45 of the reference's. Side by side against the previous version of this path (3x3
 pairs only, oneDNN's depthwise backward), one thread: first order 6.97 s -> 4.82 s and second order 18.9 s ->
-12.8 s from the rewritten depthwise gradients; keeping only the SepConv input then cut the second-order peak RSS from about 3.5 GB to
-2.7 GB at the same speed.
+12.8 s from the rewritten depthwise gradients; keeping only the SepConv input then cut the second-order peak RSS
+from about 3.5 GB to 2.7 GB at the same speed.
 
 Parameters and buffers are read from the modules at every call (``torch.func.functional_call`` substitutes
 them in the second-order step). Any candidate module this file does not recognise runs as itself, unfused. In
