@@ -60,7 +60,10 @@ def run_one(cfg: dict) -> dict:
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return dict(cfg, impl=impl, median_s_per_step=statistics.median(times), times=times,
+    from kernels import cpu_ext
+
+    compiled = impl == "fused_cpu" and device.type == "cpu" and cpu_ext.load() is not None
+    return dict(cfg, impl=impl, compiled_cpu_kernels=compiled, median_s_per_step=statistics.median(times), times=times,
                 images_per_s=B / statistics.median(times), peak_mem_mb=peak, threads=torch.get_num_threads(),
                 ld_preload=os.environ.get("LD_PRELOAD", ""))
 
@@ -88,18 +91,19 @@ def _merge(results: list[dict]) -> dict:
 
 def _table(rows) -> str:
     ref = {(r["order"], r["batch"], r["device"]): r for r in rows if r.get("impl") == "reference"}
-    head = f"{'order':<7}{'batch':>6}  {'kernels':<18}{'device':<7}{'s/step':>9}{'img/s':>8}{'peak MB':>9}" \
+    head = f"{'order':<7}{'batch':>6}  {'kernels':<22}{'device':<7}{'s/step':>9}{'img/s':>8}{'peak MB':>9}" \
            f"{'speed-up':>10}{'mem ratio':>11}"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['order']:<7}{r['batch']:>6}  {r['kernels']:<18}{r['device']:<7}  failed: {r['error']}")
+            lines.append(f"{r['order']:<7}{r['batch']:>6}  {r['kernels']:<22}{r['device']:<7}  failed: {r['error']}")
             continue
         base = ref.get((r["order"], r["batch"], r["device"]))
         speed = f"{base['median_s_per_step'] / r['median_s_per_step']:.2f}x" if base else "-"
         mem = f"{r['peak_mem_mb'] / base['peak_mem_mb']:.2f}" if base else "-"
         name = r["kernels"] if r["kernels"] == r["impl"] else f"{r['kernels']}->{r['impl']}"
-        lines.append(f"{r['order']:<7}{r['batch']:>6}  {name:<18}{r['device']:<7}{r['median_s_per_step']:>9.3f}"
+        name += "+c++" if r.get("compiled_cpu_kernels") else ""
+        lines.append(f"{r['order']:<7}{r['batch']:>6}  {name:<22}{r['device']:<7}{r['median_s_per_step']:>9.3f}"
                      f"{r['images_per_s']:>8.1f}{r['peak_mem_mb']:>9.0f}{speed:>10}{mem:>11}")
     preload = sorted({r["ld_preload"] for r in rows if r.get("ld_preload")})
     if preload:  # e.g. jemalloc: it changes both paths' times and memory, the reference's most (README)

@@ -157,6 +157,11 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
     log.info("search on %s (%d train / %d val images), %d epochs, %s order%s, device %s x %d, kernels %s -> %s",
              cfg.dataset, len(train_idx), len(val_idx), cfg.epochs, cfg.order,
              f" ({cfg.hvp} HVP)" if cfg.order == "second" else "", device, env.world_size, cfg.kernels, impl)
+    if impl == "fused_cpu" and torch.device(device).type == "cpu":
+        from kernels import cpu_ext  # builds them on the first run on this machine (about 10 s)
+
+        cpu_ext.load()
+        log.info("%s", cpu_ext.status())
     log.info("method %s (%s); space %s", method.describe(), method.paper, cfg.space)
     if cfg.space == "nb201":
         log.info("supernet: NAS-Bench-201, %d cells per stage, %d channels, %d weights; primitives %s; run dir %s",

@@ -12,6 +12,7 @@ import logging
 
 import torch
 
+from . import cpu_ext
 from .reference import bn_weighted_sum_reference
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,39 @@ def recompute_vjp(ctx_inputs, needs, grad_out):
     return [next(grads) if need else None for need in needs]
 
 
+def _rows_layout(t: torch.Tensor) -> bool:
+    """Whether the compiled kernel reads ``t`` as is: channels-last rows, channel stride 1, one row stride."""
+    B, C, H, W = t.shape
+    s = t.stride(3) if W > 1 else t.stride(2) if H > 1 else t.stride(0) if B > 1 else C  # size-1 dims: any stride
+    return ((C == 1 or t.stride(1) == 1) and s >= C and (W == 1 or t.stride(3) == s)
+            and (H == 1 or t.stride(2) == W * s) and (B == 1 or t.stride(0) == H * W * s))
+
+
+def _use_ext(weights: torch.Tensor, ys) -> bool:
+    y = ys[0]
+    return (y.device.type == "cpu" and y.dim() == 4 and y.dtype == torch.float32 and weights.dtype == torch.float32
+            and all(_rows_layout(t) for t in ys) and cpu_ext.load() is not None)
+
+
 class _BNWeightedSum(torch.autograd.Function):
-    """Autograd node of :func:`bn_weighted_sum` on the ATen BatchNorm kernels (CPU or CUDA)."""
+    """Autograd node of :func:`bn_weighted_sum`: the compiled CPU kernel (:mod:`kernels.cpu_ext`) on channels-last
+    float32 CPU maps, else the ATen BatchNorm kernels (CPU or CUDA)."""
 
     @staticmethod
     def forward(ctx, weights, eps, running, *ys):
+        if _use_ext(weights, ys):
+            ops = cpu_ext.load()
+            out, mean, rstd, var = ops.bn_sum_forward(list(ys), weights.detach(), eps)
+            moved = [k for k, r in enumerate(running) if r is not None]
+            if moved:
+                ops.update_running_stats([running[k][0] for k in moved], [running[k][1] for k in moved],
+                                         [float(running[k][2]) for k in moved], mean[moved], var[moved],
+                                         ys[0].numel() // ys[0].shape[1])
+            ctx.eps, ctx.ext = eps, True
+            ctx.save_for_backward(weights, mean, rstd, *ys)
+            ctx.mark_non_differentiable(mean, var)
+            return out, mean, var
+        ctx.ext = False
         out, means, rstds = None, [], []
         C = ys[0].shape[1]
         scale = weights.detach().unsqueeze(1).expand(len(ys), C).contiguous()  # (K, C): one copy, not K
@@ -85,6 +114,10 @@ class _BNWeightedSum(torch.autograd.Function):
         if torch.is_grad_enabled():
             grads = recompute_vjp((weights, ctx.eps, ys), needs, grad_out)
             return (grads[0], None, None, *grads[1:])
+        if ctx.ext:
+            g = grad_out if _rows_layout(grad_out) else grad_out.contiguous(memory_format=torch.channels_last)
+            grad_w, *gys = cpu_ext.load().bn_sum_backward(g, list(ys), weights.detach(), mean, rstd, needs[1:])
+            return (grad_w if needs[0] else None, None, None, *gys)
         C = ys[0].shape[1]
         # One copy into the inputs' layout first: a node's gradient arrives as a channel slice of its cell's
         # concatenated output gradient (or NCHW from the classifier), on which the CPU BatchNorm backward runs

@@ -17,8 +17,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import cpu_ext
 from .dwconv import dw_conv, dw_conv_backward
 from .dwpw import _will_run, is_dw_pw
+
+
+def _compiled(u: torch.Tensor):
+    """The compiled ops where they take ``u`` (float32, channels-last CPU), else None (the PyTorch ops run)."""
+    if (u.device.type == "cpu" and u.dtype == torch.float32 and u.dim() == 4
+            and u.is_contiguous(memory_format=torch.channels_last)):
+        return cpu_ext.load()
+    return None
 
 
 def _half(x, w_dw, w_pw, conf):
@@ -36,10 +45,18 @@ class _SepConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w_dw1, w_pw1, w_dw2, w_pw2, conf1, conf2, eps, running):
         u = _half(x, w_dw1, w_pw1, conf1)  # (B, C, H', W')
-        rm, rv, factor = running if running is not None else (None, None, 0.0)
-        a, mean, rstd = torch.native_batch_norm(u, None, None, rm, rv, True, factor, eps)
-        out = _half(F.relu(a), w_dw2, w_pw2, conf2)
-        ctx.conf = (conf1, conf2, eps)
+        ops = _compiled(u)
+        if ops is not None:  # one statistics pass and one pass writing relu(x̂) (kernels/csrc/bn_relu.cpp)
+            a, mean, rstd, var = ops.bn_relu_forward(u, eps)
+            if running is not None:
+                ops.update_running_stats([running[0]], [running[1]], [running[2]], mean[None], var[None],
+                                         u.numel() // u.shape[1])
+        else:
+            rm, rv, factor = running if running is not None else (None, None, 0.0)
+            a, mean, rstd = torch.native_batch_norm(u, None, None, rm, rv, True, factor, eps)
+            a = F.relu(a)
+        out = _half(a, w_dw2, w_pw2, conf2)
+        ctx.conf, ctx.compiled = (conf1, conf2, eps), ops is not None
         ctx.save_for_backward(x, w_dw1, w_pw1, w_dw2, w_pw2, mean, rstd)
         return out
 
@@ -49,8 +66,10 @@ class _SepConv(torch.autograd.Function):
     #   ∂L/∂x̂ = ∂L/∂a · [x̂ > 0],   ∂L/∂u = r · (∂L/∂x̂ − mean_N(∂L/∂x̂) − x̂ · mean_N(∂L/∂x̂ · x̂))  (BatchNorm backward),
     #   ∂L/∂w_pw1 = Σ ∂L/∂u ⊗ dw1(x),   ∂L/∂x, ∂L/∂w_dw1 = dw1^T(pw1^T ∂L/∂u).
     # u, x̂, a are recomputed from x and the saved μ, r (one depthwise and one 1x1 forward, in every pass); dw1(x)
-    # is kept, and dw2(a) computed, only when the 1x1 weight gradient that needs it is wanted. Under create_graph
-    # (``--hvp exact``) the VJP is re-derived through :func:`_sep_reference`.
+    # is kept, and dw2(a) computed, only when the 1x1 weight gradient that needs it is wanted. With the compiled
+    # kernels (channels-last float32 CPU) the ReLU and BatchNorm backwards are one kernel on u, and a is
+    # recomputed only when a weight gradient of the second half reads it: not in the α-only passes. Under
+    # create_graph (``--hvp exact``) the VJP is re-derived through :func:`_sep_reference`.
     @staticmethod
     def backward(ctx, grad_out):
         x, w_dw1, w_pw1, w_dw2, w_pw2, mean, rstd = ctx.saved_tensors
@@ -69,18 +88,28 @@ class _SepConv(torch.autograd.Function):
         u = F.conv2d(t1, w_pw1)
         if not need[2]:
             del t1
-        # x̂ by an eval-mode BN on the saved statistics (σ² = 1/r² − eps gives back r), then a = relu(x̂) in place.
-        r = torch.batch_norm(u, None, None, mean, rstd.pow(-2) - eps, False, 0.0, eps, False).relu_()
+        ops = torch.ops.darts_forge if ctx.compiled else None
+        if ops is not None:
+            # relu(x̂) only where a weight gradient reads it: the compiled ReLU + BN backward takes u.
+            r = ops.bn_relu_apply(u, mean, rstd) if need[3] or need[4] else None
+        else:
+            # x̂ by an eval-mode BN on the saved statistics (σ² = 1/r² − eps gives back r), then relu(x̂) in place.
+            r = torch.batch_norm(u, None, None, mean, rstd.pow(-2) - eps, False, 0.0, eps, False).relu_()
         if need[4]:
             grads[4] = torch.ops.aten.convolution_backward(
                 grad_out, dw_conv(r, w_dw2, *conf2), w_pw2, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1,
                 [False, True, False])[1]
-        g_r, grads[3] = dw_conv_backward(F.conv2d(grad_out, w_pw2.transpose(0, 1)), r, w_dw2, *conf2, True, need[3])
-        g_a = torch.ops.aten.threshold_backward(g_r, r, 0)  # ∂L/∂x̂ = ∂L/∂a where a > 0
-        del r, g_r
-        g_u = torch.ops.aten.native_batch_norm_backward(g_a, u, None, None, None, mean, rstd, True, eps,
-                                                        [True, False, False])[0]
-        del u, g_a
+        # The input gradient reads only the shape and layout of its input, which u shares with r.
+        g_r, grads[3] = dw_conv_backward(F.conv2d(grad_out, w_pw2.transpose(0, 1)), u if r is None else r, w_dw2,
+                                         *conf2, True, need[3])
+        if ops is not None:
+            g_u = ops.bn_relu_backward(g_r.contiguous(memory_format=torch.channels_last), u, mean, rstd)
+        else:
+            g_a = torch.ops.aten.threshold_backward(g_r, r, 0)  # ∂L/∂x̂ = ∂L/∂a where a > 0
+            g_u = torch.ops.aten.native_batch_norm_backward(g_a, u, None, None, None, mean, rstd, True, eps,
+                                                            [True, False, False])[0]
+            del g_a
+        del r, g_r, u
         if need[2]:
             grads[2] = torch.ops.aten.convolution_backward(
                 g_u, t1, w_pw1, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, [False, True, False])[1]

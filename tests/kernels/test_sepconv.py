@@ -49,3 +49,26 @@ def test_channels_last_float32_and_input_only():
     (gx,) = torch.autograd.grad(y, [x], g)  # no weight gradient wanted: the recomputation is skipped
     (gx_ref,) = torch.autograd.grad(nn.Sequential(*layers)(x), [x], g)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,stride,size", [(3, 1, 7), (5, 2, 9), (5, 1, 6)])
+def test_channels_last_float32_all_gradients_and_running_stats(k, stride, size):
+    """Channels-last float32 is where the compiled BN + ReLU kernels run (kernels/csrc/bn_relu.cpp), if built."""
+    from kernels import cpu_ext
+
+    torch.manual_seed(k * 10 + size)
+    m = SepConv(36, 36, k, stride, k // 2, affine=False)
+    ref = copy.deepcopy(m)
+    layers = list(m.op[1:-1])
+    x = torch.randn(3, 36, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = sep_conv(x, layers, _running(layers[2]))
+    assert y.grad_fn.compiled == (cpu_ext.load() is not None)
+    y_ref = nn.Sequential(*ref.op[1:-1])(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    for a, b in zip(m.buffers(), ref.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, [x, *m.parameters()], g)
+    grads_ref = torch.autograd.grad(y_ref, [x, *ref.parameters()], g)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,72 @@
+// Shared helpers of the compiled CPU kernels: a channels-last float32 map seen as rows of C floats, and the
+// fixed row blocks that make every reduction deterministic whatever the thread count.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+namespace darts_forge {
+
+constexpr int64_t kBlock = 256;  // rows per reduction block: the partition never depends on the thread count
+
+struct Rows {  // a (B, C, H, W) tensor seen as N = B·H·W rows of C contiguous floats, rows `stride` floats apart
+  const float* data;
+  int64_t stride;
+};
+
+inline Rows as_rows(const at::Tensor& t, int64_t C, const char* what) {
+  TORCH_CHECK(t.dim() == 4 && t.scalar_type() == at::kFloat && t.device().is_cpu(), what,
+              ": expected a 4-d float32 CPU tensor, got sizes ", t.sizes(), " and dtype ", t.scalar_type());
+  TORCH_CHECK(t.size(1) == C, what, ": expected ", C, " channels, got ", t.size(1));
+  const int64_t B = t.size(0), H = t.size(2), W = t.size(3);
+  // The row stride, read from the innermost spatial dimension of more than one element (size-1 ones have any).
+  const int64_t s = W > 1 ? t.stride(3) : H > 1 ? t.stride(2) : B > 1 ? t.stride(0) : C;
+  const bool rows = (C == 1 || t.stride(1) == 1) && s >= C && (W == 1 || t.stride(3) == s) &&
+                    (H == 1 || t.stride(2) == W * s) && (B == 1 || t.stride(0) == H * W * s);
+  TORCH_CHECK(rows, what, ": expected channels-last rows (channel stride 1, one row stride), got strides ",
+              t.strides());
+  return {t.data_ptr<float>(), s};
+}
+
+inline int64_t num_blocks(int64_t N) { return (N + kBlock - 1) / kBlock; }
+
+// Per-channel sums of (y − shift) and (y − shift)² over rows [r0, r1), shift = y's first row, so that
+// E[y²] − E[y]² does not cancel; floats within a block, doubles across blocks (finish_moments).
+inline void block_moments(const Rows& y, int64_t r0, int64_t r1, int64_t C, float* s1, float* s2) {
+  const float* shift = y.data;
+  std::fill(s1, s1 + C, 0.f);
+  std::fill(s2, s2 + C, 0.f);
+  for (int64_t n = r0; n < r1; ++n) {
+    const float* row = y.data + n * y.stride;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = row[c] - shift[c];
+      s1[c] += d;
+      s2[c] += d * d;
+    }
+  }
+}
+
+// Mean and biased variance of channel c from the block partials `part` (per block: C sums, then C squares).
+inline void finish_moments(const float* part, int64_t nb, int64_t C, int64_t c, int64_t N, float shift,
+                           double* mean, double* var) {
+  double t1 = 0, t2 = 0;
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    t1 += part[blk * C * 2 + c];
+    t2 += part[blk * C * 2 + C + c];
+  }
+  const double m = t1 / N;
+  *var = std::max(t2 / N - m * m, 0.0);
+  *mean = m + shift;
+}
+
+// The per-channel moments of y over all its rows, blocks in parallel: fills part (num_blocks(N)·2·C floats).
+inline void moments(const Rows& y, int64_t N, int64_t C, float* part) {
+  at::parallel_for(0, num_blocks(N), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk)
+      block_moments(y, blk * kBlock, std::min(N, (blk + 1) * kBlock), C, part + blk * C * 2, part + blk * C * 2 + C);
+  });
+}
+
+}  // namespace darts_forge
