@@ -28,7 +28,7 @@ import time
 log = logging.getLogger(__name__)
 
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-_SOURCES = [os.path.join(_CSRC, f) for f in ("bn_sum.cpp", "bn_relu.cpp")]
+_SOURCES = [os.path.join(_CSRC, f) for f in ("bn_sum.cpp", "bn_relu.cpp", "dwconv.cpp")]
 _state: dict = {}
 
 

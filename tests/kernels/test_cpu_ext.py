@@ -153,6 +153,42 @@ def test_bad_input_gets_a_clear_error():
         OPS.bn_sum_forward(ys[:1], w, 1e-5)
 
 
+@needs_ops
+@pytest.mark.parametrize("k,stride,pad,dil", [(3, 1, 1, 1), (5, 1, 4, 2), (3, 2, 0, 1), (5, 2, 3, 2), (3, 1, 2, 1)])
+@pytest.mark.parametrize("hw", [(7, 9), (2, 3), (16, 16)])
+def test_dw_conv_forward_and_weight_grad_match_aten_float64(k, stride, pad, dil, hw):
+    g = torch.Generator().manual_seed(k + stride + pad + dil + hw[0])
+    C = 48
+    x = _cl(torch.randn(3, C, *hw, generator=g))
+    w = torch.randn(C, 1, k, k, generator=g)
+    if (hw[0] + 2 * pad - dil * (k - 1) - 1) < 0 or (hw[1] + 2 * pad - dil * (k - 1) - 1) < 0:
+        with pytest.raises(RuntimeError, match="does not fit"):
+            OPS.dw_conv_forward(x, w, stride, pad, dil)
+        return
+    y = OPS.dw_conv_forward(x, w, stride, pad, dil)
+    conf = ((stride,) * 2, (pad,) * 2, (dil,) * 2)
+    ref = F.conv2d(x.double(), w.double(), None, *conf, C)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    grad = _cl(torch.randn(y.shape, generator=g))
+    gw = OPS.dw_conv_weight_grad(grad, x, k, stride, pad, dil)
+    want = torch.ops.aten.convolution_backward(grad.double(), x.double(), w.double(), None, *conf, False, (0, 0), C,
+                                               [False, True, False])[1]
+    torch.testing.assert_close(gw.double(), want, rtol=1e-5, atol=1e-4)
+
+
+@needs_ops
+def test_dw_conv_bad_input_gets_a_clear_error():
+    x = _cl(torch.randn(2, 8, 5, 5))
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        OPS.dw_conv_forward(x, torch.randn(8, 1, 3, 3), 1, 1, 1)
+    x = _cl(torch.randn(2, 16, 5, 5))
+    with pytest.raises(RuntimeError, match="3 or 5"):
+        OPS.dw_conv_forward(x, torch.randn(16, 1, 7, 7), 1, 3, 1)
+    with pytest.raises(RuntimeError, match="channels-last"):
+        OPS.dw_conv_weight_grad(torch.randn(2, 16, 5, 5), x, 3, 1, 1, 1)
+
+
 def test_disabled_by_environment_falls_back_with_a_reason():
     code = ("import torch\nfrom kernels import cpu_ext\nfrom kernels.bn_sum import bn_weighted_sum\n"
             "assert cpu_ext.load() is None\nprint(cpu_ext.status())\n"

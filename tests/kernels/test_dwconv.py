@@ -1,7 +1,8 @@
 """Depthwise conv forward and gradients from the fast oneDNN cases: the same values as ``aten.convolution_backward``.
 
 Every rewrite of :mod:`kernels.dwconv` (flipped-kernel input gradient, even phase, polyphase, column-split weight
-gradient) and the fallback, on even and odd map sizes, both memory formats, float64 and float32.
+gradient), the compiled kernels (32 channels, channels-last, float32) and the fallback, on even and odd map sizes,
+both memory formats, float64 and float32.
 """
 import itertools
 
@@ -19,9 +20,10 @@ CONFIGS = list(itertools.product((3, 5, 7), (1, 2), (1, 2)))  # (k, stride, dila
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("k,stride,dil", CONFIGS)
 @pytest.mark.parametrize("size", [8, 7, 2])
-def test_matches_aten(k, stride, dil, size, channels_last, dtype):
+@pytest.mark.parametrize("C", [3, 32])  # 32 channels-last float32: the compiled kernels where they are built
+def test_matches_aten(k, stride, dil, size, channels_last, dtype, C):
     g = torch.Generator().manual_seed(k * 100 + stride * 10 + dil + size)
-    C, pad = 3, dil * (k - 1) // 2
+    pad = dil * (k - 1) // 2
     x = torch.randn(2, C, size, size + 2, generator=g, dtype=dtype)  # H != W
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
