@@ -77,8 +77,8 @@ class _BNWeightedSum(torch.autograd.Function):
             moved = [k for k, r in enumerate(running) if r is not None]
             if moved:
                 ops.update_running_stats([running[k][0] for k in moved], [running[k][1] for k in moved],
-                                         [float(running[k][2]) for k in moved], mean[moved], var[moved],
-                                         ys[0].numel() // ys[0].shape[1])
+                                         [float(running[k][2]) for k in moved], mean, var,
+                                         ys[0].numel() // ys[0].shape[1], moved)
             ctx.eps, ctx.ext = eps, True
             ctx.save_for_backward(weights, mean, rstd, *ys)
             ctx.mark_non_differentiable(mean, var)

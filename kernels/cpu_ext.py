@@ -49,7 +49,13 @@ def _isa() -> tuple[str, list[str]]:
 
 
 def _clear_stale_lock(cpp_extension, name: str, max_age_s: float = 300.0) -> None:
-    """Remove a build lock left by a build that was killed: PyTorch would otherwise wait on it forever."""
+    """Remove a build lock left by a build that was killed, where PyTorch would wait on it forever.
+
+    Only for PyTorch versions whose lock is a file that blocks by existing (``FileBaton``); newer ones hold an OS
+    advisory lock on the file (``FileLock``), which a killed process releases, and there the file must stay.
+    """
+    if hasattr(cpp_extension, "FileLock"):
+        return
     try:
         lock = os.path.join(cpp_extension._get_build_directory(name, False), "lock")
         if os.path.exists(lock) and time.time() - os.path.getmtime(lock) > max_age_s:

@@ -49,6 +49,13 @@ def _plan(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation) -> str | 
     return "s2d1" if d == (1, 1) else ("s2d2" if even else None)
 
 
+#: The compiled forward runs on maps of at most this many pixels (8x8 and smaller: 1.2x to 3.6x faster than
+#: oneDNN there). On the 16x16 and 32x32 maps it is 1.0x to 1.8x faster in isolation and made the second-order
+#: step about 4% faster, but raised its peak RSS from about 2.8 to 3.0 GB, half the reference path's: the live
+#: bytes were the same (glibc's ``mallinfo2``: 1.07 GB either way) and glibc's heap grew by its fragmentation.
+COMPILED_FORWARD_MAX_PIXELS = 64
+
+
 def _compiled(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation):
     """The compiled ops (``kernels/csrc/dwconv.cpp``) where they apply to this conv, else None.
 
@@ -66,18 +73,22 @@ def _compiled(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation):
     return cpu_ext.load()
 
 
-def dw_conv(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
+def dw_conv(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation, flip: bool = False) -> torch.Tensor:
     """Depthwise ``conv2d(x, w, stride, padding, dilation, groups=C)``; ``x`` ``(B, C, H, W)``, ``w`` ``(C, 1, k, k)``.
 
-    With the compiled kernels, every case but the dilated 5x5 stride-1 one (where oneDNN is as fast or faster)
-    runs as ``dw_conv_forward`` (measured one by one at batch 32, C=16 to 64, 32x32 to 4x4, 2 threads: 1.0x to
-    3.6x as fast as oneDNN). Otherwise the stride-2, dilation-2 case runs as a plain conv of the even phase
+    With the compiled kernels, on maps up to :data:`COMPILED_FORWARD_MAX_PIXELS`, every case but the dilated 5x5
+    stride-1 one (where oneDNN is as fast or faster) runs as ``dw_conv_forward`` (measured one by one at batch
+    32, 2 threads: 1.0x to 3.6x as fast as oneDNN from 32x32 to 4x4). Otherwise the stride-2, dilation-2 case runs
+    as a plain conv of the even phase
     (oneDNN's channels-last kernel for it is several times slower than for the plain conv), and everything else is
-    ``F.conv2d``.
+    ``F.conv2d``. ``flip``: convolve with the kernel flipped in both directions (the input gradient).
     """
     ops = _compiled(x, w, stride, padding, dilation)
-    if ops is not None and (w.shape[-1] == 3 or stride[0] > 1 or dilation[0] == 1):
-        return ops.dw_conv_forward(x, w, stride[0], padding[0], dilation[0])
+    if (ops is not None and x.shape[-2] * x.shape[-1] <= COMPILED_FORWARD_MAX_PIXELS
+            and (w.shape[-1] == 3 or stride[0] > 1 or dilation[0] == 1)):
+        return ops.dw_conv_forward(x, w, stride[0], padding[0], dilation[0], flip)
+    if flip:
+        w = w.flip(-1, -2)
     if _plan(x, w, stride, padding, dilation) == "s2d2":
         xe = x[:, :, ::2, ::2].contiguous(memory_format=_fmt(x))
         return F.conv2d(xe, w, None, 1, (w.shape[-1] - 1) // 2, 1, x.shape[1])
@@ -94,7 +105,7 @@ def _input_grad_s1(g: torch.Tensor, w: torch.Tensor, dilation: int) -> torch.Ten
     """``∂L/∂x`` of a stride-1, "same"-padded depthwise conv: the forward conv of ``g`` with the flipped kernel."""
     k = w.shape[-1]
     p = dilation * (k - 1) // 2
-    return dw_conv(g, w.flip(-1, -2), (1, 1), (p, p), (dilation, dilation))
+    return dw_conv(g, w, (1, 1), (p, p), (dilation, dilation), flip=True)
 
 
 def _weight_grad_5x5_blocks(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

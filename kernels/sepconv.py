@@ -49,8 +49,8 @@ class _SepConv(torch.autograd.Function):
         if ops is not None:  # one statistics pass and one pass writing relu(x̂) (kernels/csrc/bn_relu.cpp)
             a, mean, rstd, var = ops.bn_relu_forward(u, eps)
             if running is not None:
-                ops.update_running_stats([running[0]], [running[1]], [running[2]], mean[None], var[None],
-                                         u.numel() // u.shape[1])
+                ops.update_running_stats([running[0]], [running[1]], [float(running[2])], mean[None], var[None],
+                                         u.numel() // u.shape[1], [0])
         else:
             rm, rv, factor = running if running is not None else (None, None, 0.0)
             a, mean, rstd = torch.native_batch_norm(u, None, None, rm, rv, True, factor, eps)

@@ -17,6 +17,12 @@
 
 namespace darts_forge {
 
+static void check_stats(const at::Tensor& mean, const at::Tensor& rstd, const char* what) {
+  TORCH_CHECK(mean.scalar_type() == at::kFloat && rstd.scalar_type() == at::kFloat && mean.is_contiguous() &&
+                  rstd.is_contiguous(),
+              what, ": expected contiguous float32 statistics");
+}
+
 static at::Tensor like_cl(const at::Tensor& t) {
   return at::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
@@ -37,12 +43,12 @@ static void apply(const Rows& u, int64_t N, int64_t C, const float* mu, const fl
 std::vector<at::Tensor> bn_relu_forward(const at::Tensor& u, double eps) {
   const int64_t C = u.size(1), N = u.numel() / C, nb = num_blocks(N);
   const Rows ur = as_rows(u, C, "bn_relu_forward");
-  std::vector<float> part(nb * C * 2);
-  moments(ur, N, C, part.data());
+  float* part = scratch<float>(0, nb * C * 2);
+  moments(ur, N, C, part);
   at::Tensor mean = at::empty({C}, u.options()), rstd = at::empty({C}, u.options()), var = at::empty({C}, u.options());
   for (int64_t c = 0; c < C; ++c) {
     double m, v;
-    finish_moments(part.data(), nb, C, c, N, ur.data[c], &m, &v);
+    finish_moments(part, nb, C, c, N, ur.data[c], &m, &v);
     mean.data_ptr<float>()[c] = static_cast<float>(m);
     rstd.data_ptr<float>()[c] = static_cast<float>(1.0 / std::sqrt(v + eps));
     var.data_ptr<float>()[c] = static_cast<float>(v);
@@ -57,9 +63,9 @@ at::Tensor bn_relu_apply(const at::Tensor& u, const at::Tensor& mean, const at::
   const int64_t C = u.size(1), N = u.numel() / C;
   const Rows ur = as_rows(u, C, "bn_relu_apply");
   TORCH_CHECK(mean.numel() == C && rstd.numel() == C, "bn_relu_apply: statistics of the wrong size");
-  const at::Tensor mc = mean.to(at::kFloat).contiguous(), rc = rstd.to(at::kFloat).contiguous();
+  check_stats(mean, rstd, "bn_relu_apply");
   at::Tensor a = like_cl(u);
-  apply(ur, N, C, mc.data_ptr<float>(), rc.data_ptr<float>(), a.data_ptr<float>());
+  apply(ur, N, C, mean.data_ptr<float>(), rstd.data_ptr<float>(), a.data_ptr<float>());
   return a;
 }
 
@@ -71,13 +77,13 @@ at::Tensor bn_relu_backward(const at::Tensor& grad, const at::Tensor& u, const a
               u.sizes());
   TORCH_CHECK(mean.numel() == C && rstd.numel() == C, "bn_relu_backward: statistics of the wrong size");
   const Rows ur = as_rows(u, C, "bn_relu_backward"), g = as_rows(grad, C, "bn_relu_backward");
-  const at::Tensor mc = mean.to(at::kFloat).contiguous(), rc = rstd.to(at::kFloat).contiguous();
-  const float* mu = mc.data_ptr<float>();
-  const float* r = rc.data_ptr<float>();
-  std::vector<float> part(nb * C * 2);  // per block: Σ g'·(u − μ), then Σ g'
+  check_stats(mean, rstd, "bn_relu_backward");
+  const float* mu = mean.data_ptr<float>();
+  const float* r = rstd.data_ptr<float>();
+  float* part = scratch<float>(0, nb * C * 2);  // per block: Σ g'·(u − μ), then Σ g'
   at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
-      float* s = part.data() + blk * C * 2;
+      float* s = part + blk * C * 2;
       float* sg = s + C;
       std::fill(s, s + 2 * C, 0.f);
       for (int64_t n = blk * kBlock; n < std::min(N, (blk + 1) * kBlock); ++n) {
@@ -93,7 +99,9 @@ at::Tensor bn_relu_backward(const at::Tensor& grad, const at::Tensor& u, const a
       }
     }
   });
-  std::vector<float> A(C), B(C), D(C);
+  float* A = scratch<float>(1, 3 * C);
+  float* B = A + C;
+  float* D = A + 2 * C;
   for (int64_t c = 0; c < C; ++c) {
     double S = 0, G = 0;
     for (int64_t blk = 0; blk < nb; ++blk) {

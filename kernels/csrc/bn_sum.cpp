@@ -26,7 +26,8 @@ namespace darts_forge {
 std::vector<at::Tensor> bn_sum_forward(at::TensorList ys, const at::Tensor& weights, double eps) {
   const int64_t K = ys.size();
   TORCH_CHECK(K > 0, "bn_sum_forward: no inputs");
-  TORCH_CHECK(weights.numel() == K, "bn_sum_forward: ", weights.numel(), " weights for ", K, " inputs");
+  TORCH_CHECK(weights.dim() == 1 && weights.numel() == K && weights.scalar_type() == at::kFloat,
+              "bn_sum_forward: expected ", K, " float32 weights, got ", weights.sizes(), " ", weights.scalar_type());
   const int64_t C = ys[0].size(1), N = ys[0].numel() / C, nb = num_blocks(N);
   std::vector<Rows> y;
   for (const auto& t : ys) {
@@ -34,25 +35,26 @@ std::vector<at::Tensor> bn_sum_forward(at::TensorList ys, const at::Tensor& weig
                 ys[0].sizes());
     y.push_back(as_rows(t, C, "bn_sum_forward"));
   }
-  const at::Tensor wd = weights.detach().to(at::kDouble).contiguous();
-  const double* w = wd.data_ptr<double>();
   at::Tensor mean = at::empty({K, C}, ys[0].options());
   at::Tensor rstd = at::empty({K, C}, ys[0].options());
   at::Tensor variance = at::empty({K, C}, ys[0].options());
   at::Tensor out = at::empty(ys[0].sizes(), ys[0].options().memory_format(at::MemoryFormat::ChannelsLast));
   float* o = out.data_ptr<float>();
-  std::vector<float> part(nb * C * 2), a(C), b(C);
+  float* part = scratch<float>(0, nb * C * 2);
+  float* a = scratch<float>(1, C);
+  float* b = scratch<float>(2, C);
   for (int64_t k = 0; k < K; ++k) {
-    moments(y[k], N, C, part.data());
+    const double wk = element(weights, k);
+    moments(y[k], N, C, part);
     for (int64_t c = 0; c < C; ++c) {
       double mu, var;
-      finish_moments(part.data(), nb, C, c, N, y[k].data[c], &mu, &var);
+      finish_moments(part, nb, C, c, N, y[k].data[c], &mu, &var);
       const double r = 1.0 / std::sqrt(var + eps);
       mean.data_ptr<float>()[k * C + c] = static_cast<float>(mu);
       rstd.data_ptr<float>()[k * C + c] = static_cast<float>(r);
       variance.data_ptr<float>()[k * C + c] = static_cast<float>(var);
-      a[c] = static_cast<float>(w[k] * r);
-      b[c] = static_cast<float>(-w[k] * r * mu);
+      a[c] = static_cast<float>(wk * r);
+      b[c] = static_cast<float>(-wk * r * mu);
     }
     const Rows yk = y[k];
     const bool first = k == 0;
@@ -77,7 +79,8 @@ std::vector<at::Tensor> bn_sum_forward(at::TensorList ys, const at::Tensor& weig
 std::vector<at::Tensor> bn_sum_backward(const at::Tensor& grad_out, at::TensorList ys, const at::Tensor& weights,
                                         const at::Tensor& mean, const at::Tensor& rstd, c10::List<bool> need_y) {
   const int64_t K = ys.size();
-  TORCH_CHECK(K > 0 && static_cast<int64_t>(need_y.size()) == K && weights.numel() == K,
+  TORCH_CHECK(K > 0 && static_cast<int64_t>(need_y.size()) == K && weights.dim() == 1 && weights.numel() == K &&
+                  weights.scalar_type() == at::kFloat,
               "bn_sum_backward: ", K, " inputs, ", need_y.size(), " flags, ", weights.numel(), " weights");
   TORCH_CHECK(grad_out.sizes() == ys[0].sizes(), "bn_sum_backward: gradient of shape ", grad_out.sizes(),
               " for inputs of shape ", ys[0].sizes());
@@ -89,15 +92,19 @@ std::vector<at::Tensor> bn_sum_backward(const at::Tensor& grad_out, at::TensorLi
     TORCH_CHECK(t.sizes() == ys[0].sizes(), "bn_sum_backward: inputs of different shapes");
     y.push_back(as_rows(t, C, "bn_sum_backward"));
   }
-  const at::Tensor mc = mean.to(at::kFloat).contiguous(), rc = rstd.to(at::kFloat).contiguous();
-  const float* mu = mc.data_ptr<float>();
-  const float* r = rc.data_ptr<float>();
-  const at::Tensor wd = weights.detach().to(at::kDouble).contiguous();
-  const double* w = wd.data_ptr<double>();
+  TORCH_CHECK(mean.scalar_type() == at::kFloat && rstd.scalar_type() == at::kFloat && mean.is_contiguous() &&
+                  rstd.is_contiguous(),
+              "bn_sum_backward: expected contiguous float32 statistics");
+  const float* mu = mean.data_ptr<float>();
+  const float* r = rstd.data_ptr<float>();
   at::Tensor gw = at::empty({K}, weights.options());
   std::vector<at::Tensor> result{gw};
-  std::vector<float> part(nb * C * 2), P(C), Q(C), R(C);
-  std::vector<double> gsum(C, 0.0);
+  float* part = scratch<float>(0, nb * C * 2);
+  float* P = scratch<float>(1, 3 * C);
+  float* Q = P + C;
+  float* R = P + 2 * C;
+  double* gsum = scratch<double>(2, C);
+  std::fill(gsum, gsum + C, 0.0);
   const auto opts = ys[0].options().memory_format(at::MemoryFormat::ChannelsLast);
   for (int64_t k = 0; k < K; ++k) {
     // Per block: Σ_n g·(y_k − μ_k), and Σ_n g once, with k = 0.
@@ -106,7 +113,7 @@ std::vector<at::Tensor> bn_sum_backward(const at::Tensor& grad_out, at::TensorLi
     const float* m = mu + k * C;
     at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t blk = b0; blk < b1; ++blk) {
-        float* s = part.data() + blk * C * 2;
+        float* s = part + blk * C * 2;
         float* sg = s + C;
         std::fill(s, s + 2 * C, 0.f);
         for (int64_t n = blk * kBlock; n < std::min(N, (blk + 1) * kBlock); ++n) {
@@ -122,6 +129,7 @@ std::vector<at::Tensor> bn_sum_backward(const at::Tensor& grad_out, at::TensorLi
       }
     });
     double gwk = 0;
+    const double wk = element(weights, k);
     for (int64_t c = 0; c < C; ++c) {
       double S = 0;
       for (int64_t blk = 0; blk < nb; ++blk) S += part[blk * C * 2 + c];
@@ -130,9 +138,9 @@ std::vector<at::Tensor> bn_sum_backward(const at::Tensor& grad_out, at::TensorLi
       const double rk = r[k * C + c];
       gwk += rk * S;
       // ∂L/∂y_k = P·g − Q·(y_k − μ_k) + R,  P = w_k·r_k,  Q = w_k·r_k³·S_k/N,  R = −P·Σg/N
-      P[c] = static_cast<float>(w[k] * rk);
-      Q[c] = static_cast<float>(w[k] * rk * rk * rk * S / N);
-      R[c] = static_cast<float>(-w[k] * rk * gsum[c] / N);
+      P[c] = static_cast<float>(wk * rk);
+      Q[c] = static_cast<float>(wk * rk * rk * rk * S / N);
+      R[c] = static_cast<float>(-wk * rk * gsum[c] / N);
     }
     gw.data_ptr<float>()[k] = static_cast<float>(gwk);
     if (!need_y.get(k)) {
@@ -156,26 +164,32 @@ std::vector<at::Tensor> bn_sum_backward(const at::Tensor& grad_out, at::TensorLi
 }
 
 // BatchNorm's running statistics, moved as F.batch_norm does: r ← (1 − f)·r + f·batch value, the variance
-// unbiased (× n/(n − 1)). One call for the K BNs of a sum instead of four small ops each.
+// unbiased (× n/(n − 1)). One call for the BNs of a sum instead of four small ops each; running_mean[i] takes row
+// rows[i] of mean and var (K, C).
 void update_running_stats(at::TensorList running_mean, at::TensorList running_var, at::ArrayRef<double> factor,
-                          const at::Tensor& mean, const at::Tensor& var, int64_t n) {
-  const int64_t K = running_mean.size();
-  TORCH_CHECK(running_var.size() == static_cast<size_t>(K) && factor.size() == static_cast<size_t>(K),
+                          const at::Tensor& mean, const at::Tensor& var, int64_t n, at::IntArrayRef rows) {
+  const size_t M = running_mean.size();
+  TORCH_CHECK(running_var.size() == M && factor.size() == M && rows.size() == M,
               "update_running_stats: lists of different lengths");
-  const at::Tensor mc = mean.to(at::kDouble).contiguous(), vc = var.to(at::kDouble).contiguous();
-  const int64_t C = mc.numel() / std::max<int64_t>(K, 1);
+  TORCH_CHECK(mean.dim() == 2 && mean.sizes() == var.sizes() && mean.scalar_type() == at::kFloat &&
+                  var.scalar_type() == at::kFloat && mean.is_contiguous() && var.is_contiguous(),
+              "update_running_stats: expected contiguous float32 (K, C) statistics");
+  const int64_t C = mean.size(1);
   const double unbias = static_cast<double>(n) / std::max<int64_t>(n - 1, 1);
-  for (int64_t k = 0; k < K; ++k) {
-    at::Tensor rm = running_mean[k], rv = running_var[k];
+  for (size_t i = 0; i < M; ++i) {
+    at::Tensor rm = running_mean[i], rv = running_var[i];
     TORCH_CHECK(rm.scalar_type() == at::kFloat && rv.scalar_type() == at::kFloat && rm.is_contiguous() &&
-                    rv.is_contiguous() && rm.numel() == C && rv.numel() == C,
+                    rv.is_contiguous() && rm.numel() == C && rv.numel() == C && rows[i] >= 0 &&
+                    rows[i] < mean.size(0),
                 "update_running_stats: running statistics must be contiguous float32 of ", C, " channels");
     float* pm = rm.data_ptr<float>();
     float* pv = rv.data_ptr<float>();
-    const double f = factor[k];
+    const float* m = mean.data_ptr<float>() + rows[i] * C;
+    const float* v = var.data_ptr<float>() + rows[i] * C;
+    const double f = factor[i];
     for (int64_t c = 0; c < C; ++c) {
-      pm[c] = static_cast<float>((1.0 - f) * pm[c] + f * mc.data_ptr<double>()[k * C + c]);
-      pv[c] = static_cast<float>((1.0 - f) * pv[c] + f * vc.data_ptr<double>()[k * C + c] * unbias);
+      pm[c] = static_cast<float>((1.0 - f) * pm[c] + f * m[c]);
+      pv[c] = static_cast<float>((1.0 - f) * pv[c] + f * v[c] * unbias);
     }
   }
 }
@@ -187,7 +201,7 @@ TORCH_LIBRARY_FRAGMENT(darts_forge, m) {
   m.def("bn_sum_backward(Tensor grad_out, Tensor[] ys, Tensor weights, Tensor mean, Tensor rstd, bool[] need_y)"
         " -> Tensor[]");
   m.def("update_running_stats(Tensor(a!)[] running_mean, Tensor(b!)[] running_var, float[] factor, Tensor mean,"
-        " Tensor var, int n) -> ()");
+        " Tensor var, int n, int[] rows) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(darts_forge, CPU, m) {

@@ -208,7 +208,7 @@ int64_t out_size(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d) {
 }  // namespace
 
 at::Tensor dw_conv_forward(const at::Tensor& x, const at::Tensor& w, int64_t stride, int64_t padding,
-                           int64_t dilation) {
+                           int64_t dilation, bool flip) {
   check_input(x, "dw_conv_forward");
   const int64_t C = x.size(1), k = w.size(-1);
   TORCH_CHECK(w.dim() == 4 && w.size(0) == C && w.size(1) == 1 && w.size(2) == k && (k == 3 || k == 5) &&
@@ -218,9 +218,13 @@ at::Tensor dw_conv_forward(const at::Tensor& x, const at::Tensor& w, int64_t str
   Geometry q{x.size(0), C, x.size(2), x.size(3), out_size(x.size(2), k, stride, padding, dilation),
              out_size(x.size(3), k, stride, padding, dilation), stride, padding, dilation};
   TORCH_CHECK(q.OH > 0 && q.OW > 0, "dw_conv_forward: the kernel does not fit the ", q.H, "x", q.W, " image");
-  const at::Tensor wt = w.reshape({C, k * k}).t().contiguous();  // (k·k, C): a tap's 16 channels contiguous
+  // The kernel as (k·k, C), a tap's 16 channels contiguous; flipped (w[c, k−1−i, k−1−j]) for the input gradient.
+  const at::Tensor wc = w.contiguous();
+  float* wp = scratch<float>(0, k * k * C);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < k * k; ++t) wp[(flip ? k * k - 1 - t : t) * C + c] = wc.data_ptr<float>()[c * k * k + t];
   at::Tensor y = at::empty({q.B, C, q.OH, q.OW}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const float *xp = x.data_ptr<float>(), *wp = wt.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, q.B * q.OH, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r)
@@ -253,11 +257,11 @@ at::Tensor dw_conv_weight_grad(const at::Tensor& grad, const at::Tensor& x, int6
                   q.OW == out_size(q.W, k, stride, padding, dilation),
               "dw_conv_weight_grad: gradient of shape ", grad.sizes(), " does not match the input ", x.sizes());
   const int64_t R = q.B * q.OH, nb = (R + kRowsPerBlock - 1) / kRowsPerBlock, T = k * k;
-  std::vector<float> part(nb * T * C);
+  float* part = scratch<float>(0, nb * T * C);
   const float *gp = grad.data_ptr<float>(), *xp = x.data_ptr<float>();
   at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
-      float* P = part.data() + blk * T * C;
+      float* P = part + blk * T * C;
       std::fill(P, P + T * C, 0.f);
       for (int64_t r = blk * kRowsPerBlock; r < std::min(R, (blk + 1) * kRowsPerBlock); ++r)
         for (int64_t cb = 0; cb < C; cb += 16) {
@@ -282,7 +286,7 @@ at::Tensor dw_conv_weight_grad(const at::Tensor& grad, const at::Tensor& x, int6
 }  // namespace darts_forge
 
 TORCH_LIBRARY_FRAGMENT(darts_forge, m) {
-  m.def("dw_conv_forward(Tensor x, Tensor w, int stride, int padding, int dilation) -> Tensor");
+  m.def("dw_conv_forward(Tensor x, Tensor w, int stride, int padding, int dilation, bool flip=False) -> Tensor");
   m.def("dw_conv_weight_grad(Tensor grad, Tensor x, int k, int stride, int padding, int dilation) -> Tensor");
 }
 

@@ -170,6 +170,9 @@ def test_dw_conv_forward_and_weight_grad_match_aten_float64(k, stride, pad, dil,
     ref = F.conv2d(x.double(), w.double(), None, *conf, C)
     torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
     assert y.is_contiguous(memory_format=torch.channels_last)
+    flipped = F.conv2d(x.double(), w.double().flip(-1, -2), None, *conf, C)  # the input gradient's kernel
+    torch.testing.assert_close(OPS.dw_conv_forward(x, w, stride, pad, dil, True).double(), flipped, rtol=1e-5,
+                               atol=1e-5)
     grad = _cl(torch.randn(y.shape, generator=g))
     gw = OPS.dw_conv_weight_grad(grad, x, k, stride, pad, dil)
     want = torch.ops.aten.convolution_backward(grad.double(), x.double(), w.double(), None, *conf, False, (0, 0), C,
