@@ -1,10 +1,12 @@
-"""The BN-weighted sum ``Σ_k w_k · BN(y_k)`` as one autograd node, in pure PyTorch (any device).
+"""The BN-weighted sum ``Σ_k w_k · BN(y_k)`` as one autograd node (any device).
 
 In the supernet every parametric candidate op ends in a non-affine BatchNorm that is immediately scaled by its
 op weight and summed (DARTS Eq. 2). Run as separate modules, each ``w_k · BN(y_k)`` keeps the BN output alive for
 the product's backward. Fused here, only the BN inputs ``y_k`` and the per-channel statistics are saved, and the
-op-weight gradient falls out of the BN backward (``Σ g · x̂_k``). The Triton version is
-:mod:`kernels.triton_mixed`; both are tested against :func:`kernels.reference.bn_weighted_sum_reference`.
+op-weight gradient falls out of the BN backward (``Σ g · x̂_k``). On channels-last float32 CPU maps the node
+runs the compiled kernel of ``kernels/csrc/bn_sum.cpp`` where it is built (:mod:`kernels.cpu_ext`), elsewhere
+the ATen BatchNorm kernels. The Triton version is :mod:`kernels.triton_mixed`; all are tested against
+:func:`kernels.reference.bn_weighted_sum_reference`.
 """
 from __future__ import annotations
 

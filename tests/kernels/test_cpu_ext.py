@@ -98,10 +98,9 @@ def test_bn_sum_running_stats_move_like_batchnorm():
     with torch.no_grad():
         for _ in range(2):
             running = [(b.running_mean, b.running_var, b.momentum) for b in bns[:2]] + [None]
-            out = bn_weighted_sum(ys, w, 1e-5, running)
+            bn_weighted_sum(ys, w, 1e-5, running)  # channels-last float32: the compiled kernel
             for b, y in zip(ref, ys):
                 b(y)
-    assert out.grad_fn is None or out.grad_fn.ext
     for a, b in zip(bns[:2], ref[:2]):
         torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(a.running_var, b.running_var, rtol=1e-6, atol=1e-6)
