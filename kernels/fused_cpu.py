@@ -29,13 +29,13 @@ path computes it node by node instead of edge by edge:
   weight gradient (and forward, on maps up to 8x8) run as compiled kernels (:mod:`kernels.cpu_ext`).
 
 Measured with ``benchmarks/bench_search_step.py --order first,second --batch 32 --kernels reference,auto
---rounds 3`` on 2 shared CPU cores, 2026-11-30, with the compiled kernels: first-order step 3.05x faster,
-second-order (finite-difference) 3.20x (3.43x and 3.91x in the run before, with the compiled depthwise forward
-on every map size), peak RSS 0.35 and 0.47 of the reference's (see the README's performance section). In pure
-PyTorch, over all runs: first order 2.5x to 3.2x, second order 2.4x to 3.3x, peak RSS 0.35 and 0.45. Side by
-side against the previous version of this path (3x3 pairs only, oneDNN's depthwise backward), one thread: first
-order 6.97 s -> 4.82 s and second order 18.9 s -> 12.8 s from the rewritten depthwise gradients; keeping only
-the SepConv input then cut the second-order peak RSS from about 3.5 GB to 2.7 GB at the same speed.
+--rounds 3`` on 2 shared CPU cores, 2026-11-30, with the compiled kernels, two runs: first-order step 4.08x and
+3.05x faster, second-order (finite-difference) 4.18x and 3.20x, peak RSS 0.35 and 0.47-0.48 of the reference's
+(see the README's performance section). In pure PyTorch, over all runs: first order 2.5x to 3.2x, second
+order 2.4x to 3.3x, peak RSS 0.35 and 0.45. Side by side against the previous version of this path (3x3 pairs
+only, oneDNN's depthwise backward), one thread: first order 6.97 s -> 4.82 s and second order 18.9 s -> 12.8 s
+from the rewritten depthwise gradients; keeping only the SepConv input then cut the second-order peak RSS from
+about 3.5 GB to 2.7 GB at the same speed.
 
 Parameters and buffers are read from the modules at every call (``torch.func.functional_call`` substitutes
 them in the second-order step). Any candidate module this file does not recognise runs as itself, unfused. In
