@@ -81,22 +81,16 @@ at::Tensor bn_relu_backward(const at::Tensor& grad, const at::Tensor& u, const a
   const float* mu = mean.data_ptr<float>();
   const float* r = rstd.data_ptr<float>();
   float* part = scratch<float>(0, nb * C * 2);  // per block: Σ g'·(u − μ), then Σ g'
-  at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      float* s = part + blk * C * 2;
-      float* sg = s + C;
-      std::fill(s, s + 2 * C, 0.f);
-      for (int64_t n = blk * kBlock; n < std::min(N, (blk + 1) * kBlock); ++n) {
-        const float* grow = g.data + n * g.stride;
-        const float* row = ur.data + n * ur.stride;
+  block_sums(N, 2 * C, part, [&](int64_t n, float* s) {
+    const float* grow = g.data + n * g.stride;
+    const float* row = ur.data + n * ur.stride;
+    float* sg = s + C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const float d = row[c] - mu[c];
-          const float gp = d > 0.f ? grow[c] : 0.f;  // x̂ > 0 exactly where u > μ (r > 0)
-          s[c] += gp * d;
-          sg[c] += gp;
-        }
-      }
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = row[c] - mu[c];
+      const float gp = d > 0.f ? grow[c] : 0.f;  // x̂ > 0 exactly where u > μ (r > 0)
+      s[c] += gp * d;
+      sg[c] += gp;
     }
   });
   float* A = scratch<float>(1, 3 * C);

@@ -111,21 +111,15 @@ std::vector<at::Tensor> bn_sum_backward(const at::Tensor& grad_out, at::TensorLi
     const bool first = k == 0;
     const Rows yk = y[k];
     const float* m = mu + k * C;
-    at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t blk = b0; blk < b1; ++blk) {
-        float* s = part + blk * C * 2;
+    block_sums(N, 2 * C, part, [&](int64_t n, float* s) {
+      const float* grow = g.data + n * g.stride;
+      const float* row = yk.data + n * yk.stride;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) s[c] += grow[c] * (row[c] - m[c]);
+      if (first) {
         float* sg = s + C;
-        std::fill(s, s + 2 * C, 0.f);
-        for (int64_t n = blk * kBlock; n < std::min(N, (blk + 1) * kBlock); ++n) {
-          const float* grow = g.data + n * g.stride;
-          const float* row = yk.data + n * yk.stride;
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) s[c] += grow[c] * (row[c] - m[c]);
-          if (first) {
-#pragma omp simd
-            for (int64_t c = 0; c < C; ++c) sg[c] += grow[c];
-          }
-        }
+        for (int64_t c = 0; c < C; ++c) sg[c] += grow[c];
       }
     });
     double gwk = 0;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
@@ -50,24 +51,37 @@ inline double element(const at::Tensor& t, int64_t k) {
 
 inline int64_t num_blocks(int64_t N) { return (N + kBlock - 1) / kBlock; }
 
-// Per-channel sums of (y − shift) and (y − shift)² over rows [r0, r1), shift = y's first row, so that
-// E[y²] − E[y]² does not cancel; floats within a block, doubles across blocks (finish_moments).
-inline void block_moments(const Rows& y, int64_t r0, int64_t r1, int64_t C, float* s1, float* s2) {
+// A deterministic per-block reduction over rows, blocks in parallel: for each fixed block of kBlock rows, zero
+// its slot of `width` floats in `part` (num_blocks(N)·width floats), then call add_row(n, slot) for its rows in
+// order. Callers add the slots in block order in double precision.
+template <typename F>
+inline void block_sums(int64_t N, int64_t width, float* part, F&& add_row) {
+  at::parallel_for(0, num_blocks(N), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      float* slot = part + blk * width;
+      std::fill(slot, slot + width, 0.f);
+      for (int64_t n = blk * kBlock; n < std::min(N, (blk + 1) * kBlock); ++n) add_row(n, slot);
+    }
+  });
+}
+
+// Per-channel sums of (y − shift) and (y − shift)² per block (C sums, then C squares), shift = y's first row, so
+// that E[y²] − E[y]² does not cancel: floats within a block, doubles across blocks (finish_moments).
+inline void moments(const Rows& y, int64_t N, int64_t C, float* part) {
   const float* shift = y.data;
-  std::fill(s1, s1 + C, 0.f);
-  std::fill(s2, s2 + C, 0.f);
-  for (int64_t n = r0; n < r1; ++n) {
+  block_sums(N, 2 * C, part, [&](int64_t n, float* slot) {
     const float* row = y.data + n * y.stride;
+    float* s2 = slot + C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       const float d = row[c] - shift[c];
-      s1[c] += d;
+      slot[c] += d;
       s2[c] += d * d;
     }
-  }
+  });
 }
 
-// Mean and biased variance of channel c from the block partials `part` (per block: C sums, then C squares).
+// Mean and biased variance of channel c from the block partials `part` of moments().
 inline void finish_moments(const float* part, int64_t nb, int64_t C, int64_t c, int64_t N, float shift,
                            double* mean, double* var) {
   double t1 = 0, t2 = 0;
@@ -78,14 +92,6 @@ inline void finish_moments(const float* part, int64_t nb, int64_t C, int64_t c, 
   const double m = t1 / N;
   *var = std::max(t2 / N - m * m, 0.0);
   *mean = m + shift;
-}
-
-// The per-channel moments of y over all its rows, blocks in parallel: fills part (num_blocks(N)·2·C floats).
-inline void moments(const Rows& y, int64_t N, int64_t C, float* part) {
-  at::parallel_for(0, num_blocks(N), 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t blk = b0; blk < b1; ++blk)
-      block_moments(y, blk * kBlock, std::min(N, (blk + 1) * kBlock), C, part + blk * C * 2, part + blk * C * 2 + C);
-  });
 }
 
 }  // namespace darts_forge
