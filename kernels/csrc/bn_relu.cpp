@@ -29,13 +29,11 @@ static at::Tensor like_cl(const at::Tensor& t) {
 
 // a = relu((u − mean)·rstd), rows in parallel.
 static void apply(const Rows& u, int64_t N, int64_t C, const float* mu, const float* r, float* a) {
-  at::parallel_for(0, num_blocks(N), 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t n = b0 * kBlock; n < std::min(N, b1 * kBlock); ++n) {
-      const float* row = u.data + n * u.stride;
-      float* arow = a + n * C;
+  for_rows(N, [&](int64_t n) {
+    const float* row = u.data + n * u.stride;
+    float* arow = a + n * C;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) arow[c] = std::max((row[c] - mu[c]) * r[c], 0.f);
-    }
+    for (int64_t c = 0; c < C; ++c) arow[c] = std::max((row[c] - mu[c]) * r[c], 0.f);
   });
 }
 
@@ -109,16 +107,14 @@ at::Tensor bn_relu_backward(const at::Tensor& grad, const at::Tensor& u, const a
   }
   at::Tensor gu = like_cl(u);
   float* o = gu.data_ptr<float>();
-  at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t n = b0 * kBlock; n < std::min(N, b1 * kBlock); ++n) {
-      const float* grow = g.data + n * g.stride;
-      const float* row = ur.data + n * ur.stride;
-      float* orow = o + n * C;
+  for_rows(N, [&](int64_t n) {
+    const float* grow = g.data + n * g.stride;
+    const float* row = ur.data + n * ur.stride;
+    float* orow = o + n * C;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        const float d = row[c] - mu[c];
-        orow[c] = A[c] * (d > 0.f ? grow[c] : 0.f) - B[c] * d + D[c];
-      }
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = row[c] - mu[c];
+      orow[c] = A[c] * (d > 0.f ? grow[c] : 0.f) - B[c] * d + D[c];
     }
   });
   return gu;

@@ -58,17 +58,15 @@ std::vector<at::Tensor> bn_sum_forward(at::TensorList ys, const at::Tensor& weig
     }
     const Rows yk = y[k];
     const bool first = k == 0;
-    at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t n = b0 * kBlock; n < std::min(N, b1 * kBlock); ++n) {
-        const float* row = yk.data + n * yk.stride;
-        float* orow = o + n * C;
-        if (first) {
+    for_rows(N, [&](int64_t n) {
+      const float* row = yk.data + n * yk.stride;
+      float* orow = o + n * C;
+      if (first) {
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) orow[c] = a[c] * row[c] + b[c];
-        } else {
+        for (int64_t c = 0; c < C; ++c) orow[c] = a[c] * row[c] + b[c];
+      } else {
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) orow[c] += a[c] * row[c] + b[c];
-        }
+        for (int64_t c = 0; c < C; ++c) orow[c] += a[c] * row[c] + b[c];
       }
     });
   }
@@ -143,14 +141,12 @@ std::vector<at::Tensor> bn_sum_backward(const at::Tensor& grad_out, at::TensorLi
     }
     at::Tensor t = at::empty(ys[0].sizes(), opts);
     float* gy = t.data_ptr<float>();
-    at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t n = b0 * kBlock; n < std::min(N, b1 * kBlock); ++n) {
-        const float* grow = g.data + n * g.stride;
-        const float* row = yk.data + n * yk.stride;
-        float* orow = gy + n * C;
+    for_rows(N, [&](int64_t n) {
+      const float* grow = g.data + n * g.stride;
+      const float* row = yk.data + n * yk.stride;
+      float* orow = gy + n * C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) orow[c] = P[c] * grow[c] - Q[c] * (row[c] - m[c]) + R[c];
-      }
+      for (int64_t c = 0; c < C; ++c) orow[c] = P[c] * grow[c] - Q[c] * (row[c] - m[c]) + R[c];
     });
     result.push_back(t);
   }

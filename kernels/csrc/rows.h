@@ -51,6 +51,14 @@ inline double element(const at::Tensor& t, int64_t k) {
 
 inline int64_t num_blocks(int64_t N) { return (N + kBlock - 1) / kBlock; }
 
+// An elementwise pass over rows: each_row(n) for every row n, rows in parallel in the same fixed blocks.
+template <typename F>
+inline void for_rows(int64_t N, F&& each_row) {
+  at::parallel_for(0, num_blocks(N), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t n = b0 * kBlock; n < std::min(N, b1 * kBlock); ++n) each_row(n);
+  });
+}
+
 // A deterministic per-block reduction over rows, blocks in parallel: for each fixed block of kBlock rows, zero
 // its slot of `width` floats in `part` (num_blocks(N)·width floats), then call add_row(n, slot) for its rows in
 // order. Callers add the slots in block order in double precision.
