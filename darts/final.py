@@ -26,8 +26,8 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 
 class Cell(nn.Module):
-    """A discrete cell: each intermediate node sums two ops on earlier nodes; the output concatenates
-    ``concat``."""
+    """A discrete cell: each intermediate node sums the ops of its edges (two in the DARTS format) on earlier nodes;
+    the output concatenates ``concat``."""
 
     def __init__(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
                  reduction_prev: bool):
@@ -38,25 +38,23 @@ class Cell(nn.Module):
         else:
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
-        edges = genotype.reduce if reduction else genotype.normal
-        self._concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
-        self._steps = len(edges) // 2
+        cell = "reduce" if reduction else "normal"
+        edges = genotype.edges(cell)
+        self._concat = list(getattr(genotype, cell + "_concat"))
         self.multiplier = len(self._concat)
-        self._indices = [j for _, j in edges]
+        self._indices = [j for _, j, _ in edges]
+        self._nodes = [n for _, _, n in edges]
         # Only ops that read a cell input stride in a reduction cell.
-        self._ops = nn.ModuleList(build_op(op, C, 2 if reduction and j < 2 else 1, True) for op, j in edges)
+        self._ops = nn.ModuleList(build_op(op, C, 2 if reduction and j < 2 else 1, True) for op, j, _ in edges)
 
     def forward(self, s0, s1, drop_prob: float):
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for i in range(self._steps):
-            hs = []
-            for k in (2 * i, 2 * i + 1):
-                op = self._ops[k]
-                h = op(states[self._indices[k]])
-                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
-                    h = drop_path(h, drop_prob)
-                hs.append(h)
-            states.append(hs[0] + hs[1])
+        states = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
+        for k, op in enumerate(self._ops):
+            h = op(states[self._indices[k]])
+            if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
+                h = drop_path(h, drop_prob)
+            node = self._nodes[k]
+            states[node] = states[node] + h if node in states else h
         return torch.cat([states[i] for i in self._concat], dim=1)
 
 

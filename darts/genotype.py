@@ -1,9 +1,11 @@
-"""Genotypes (discrete cells), their JSON and log-text formats, and the DARTS discretizer.
+"""Genotypes (discrete cells), their JSON and log-text formats, and the discretizer's cell rules.
 
-A cell has two input nodes (indices 0 and 1: the outputs of the two previous cells) and ``steps`` intermediate
-nodes (indices 2 .. steps+1). Node ``2+i`` sums two ops, each applied to an earlier node; ``normal[2i]`` and
-``normal[2i+1]`` are those ``(op_name, input_index)`` pairs. The cell outputs the concatenation of the nodes in
-``normal_concat``. This is the format of the original DARTS ``genotypes.py``.
+A cell has two input nodes (indices 0 and 1: the outputs of the two previous cells) and intermediate nodes
+(indices 2, 3, ...). Each edge is an ``(op_name, input_index)`` pair applied to an earlier node; a node sums the
+ops of its edges, and the cell outputs the concatenation of the nodes in ``normal_concat``. In the format of the
+original DARTS ``genotypes.py`` every intermediate node has exactly two edges, ``normal[2i]`` and
+``normal[2i+1]`` for node ``2+i``. A sparse cell (FairDARTS's threshold rule keeps 0, 1 or 2 ops per node) names
+each edge's node explicitly (``normal_nodes``); nodes without an edge are absent, and no edge may read one.
 """
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ from .ops import get_op_spec
 FORMAT = "darts-genotype/1"
 
 Edge = tuple[str, int]
+CELLS = ("normal", "reduce")
+
+
+def classic_nodes(n_edges: int) -> tuple[int, ...]:
+    """The node of each edge in the two-edges-per-node layout: edges ``2i`` and ``2i+1`` feed node ``2+i``."""
+    return tuple(2 + k // 2 for k in range(n_edges))
 
 
 @dataclass(frozen=True)
@@ -28,9 +36,12 @@ class Genotype:
     """A discrete architecture: the normal and the reduction cell.
 
     Attributes:
-        normal, reduce: ``(op_name, input_node)`` pairs, two per intermediate node, in node order.
+        normal, reduce: ``(op_name, input_node)`` pairs in node order; two per intermediate node unless the cell's
+            ``*_nodes`` says otherwise.
         normal_concat, reduce_concat: the node indices concatenated into the cell output.
         primitives: the search space (ordered op names) the cell was derived from, if known.
+        normal_nodes, reduce_nodes: the node each edge feeds, for sparse cells (nodes with other than two edges);
+            ``None`` for the two-edges-per-node layout (given explicitly, that layout is stored as ``None``).
     """
 
     normal: tuple[Edge, ...]
@@ -38,11 +49,19 @@ class Genotype:
     reduce: tuple[Edge, ...]
     reduce_concat: tuple[int, ...]
     primitives: tuple[str, ...] | None = field(default=None, compare=False)
+    normal_nodes: tuple[int, ...] | None = None
+    reduce_nodes: tuple[int, ...] | None = None
 
     def __post_init__(self):
         # Normalise lists (JSON, user code) to tuples so genotypes are hashable and compare by value.
-        for name in ("normal", "reduce"):
+        for name in CELLS:
             object.__setattr__(self, name, tuple((str(op), int(i)) for op, i in getattr(self, name)))
+            nodes = getattr(self, name + "_nodes")
+            if nodes is not None:
+                nodes = tuple(int(n) for n in nodes)
+                if len(nodes) % 2 == 0 and nodes == classic_nodes(len(nodes)):
+                    nodes = None
+                object.__setattr__(self, name + "_nodes", nodes)
         for name in ("normal_concat", "reduce_concat"):
             object.__setattr__(self, name, tuple(int(i) for i in getattr(self, name)))
         if self.primitives is not None:
@@ -50,26 +69,51 @@ class Genotype:
 
     @property
     def steps(self) -> int:
-        """Number of intermediate nodes of the normal cell."""
-        return len(self.normal) // 2
+        """Number of intermediate nodes of the normal cell (the highest node index − 1)."""
+        return max(self.nodes("normal"), default=1) - 1
+
+    @property
+    def sparse(self) -> bool:
+        """True when a cell has nodes with other than two edges (see ``normal_nodes``)."""
+        return self.normal_nodes is not None or self.reduce_nodes is not None
+
+    def nodes(self, cell: str) -> tuple[int, ...]:
+        """The node each edge of ``cell`` (``normal`` or ``reduce``) feeds, in edge order."""
+        nodes = getattr(self, cell + "_nodes")
+        return classic_nodes(len(getattr(self, cell))) if nodes is None else nodes
+
+    def edges(self, cell: str) -> tuple[tuple[str, int, int], ...]:
+        """``(op, input_node, node)`` of every edge of ``cell``, in edge order."""
+        return tuple((op, j, n) for (op, j), n in zip(getattr(self, cell), self.nodes(cell)))
 
     def ops(self) -> set[str]:
         return {op for op, _ in self.normal + self.reduce}
 
     def validate(self, check_ops: bool = True) -> "Genotype":
         """Check the cell graphs; raise :class:`GenotypeError` naming the first problem. Returns ``self``."""
-        for cell in ("normal", "reduce"):
+        for cell in CELLS:
             edges, concat = getattr(self, cell), getattr(self, cell + "_concat")
-            if not edges or len(edges) % 2:
+            explicit = getattr(self, cell + "_nodes")
+            if explicit is None and (not edges or len(edges) % 2):
                 raise GenotypeError(f"{cell}: needs two (op, input) pairs per node, got {len(edges)} pairs")
-            steps = len(edges) // 2
-            for k, (op, j) in enumerate(edges):
-                node = 2 + k // 2
+            if explicit is not None:
+                if not edges:
+                    raise GenotypeError(f"{cell}: a cell needs at least one edge")
+                if len(explicit) != len(edges):
+                    raise GenotypeError(f"{cell}_nodes names {len(explicit)} nodes for {len(edges)} edges")
+                if any(n < 2 for n in explicit) or list(explicit) != sorted(explicit):
+                    raise GenotypeError(f"{cell}: edges must be listed by node, nodes 2 and up, got {list(explicit)}")
+            nodes = self.nodes(cell)
+            present = {0, 1, *nodes}
+            for k, ((op, j), node) in enumerate(zip(edges, nodes)):
                 if not 0 <= j < node:
                     raise GenotypeError(
                         f"{cell}: edge {k} ({op!r}) of node {node} reads node {j}, but node {node} can only read "
                         f"nodes 0..{node - 1}"
                     )
+                if j not in present:
+                    raise GenotypeError(f"{cell}: edge {k} ({op!r}) of node {node} reads node {j}, which has no "
+                                        "edge of its own")
                 if check_ops:
                     try:
                         get_op_spec(op)
@@ -80,28 +124,31 @@ class Genotype:
             if not concat:
                 raise GenotypeError(f"{cell}_concat is empty")
             for i in concat:
-                if not 0 <= i < steps + 2:
-                    raise GenotypeError(f"{cell}_concat: node {i} does not exist (nodes are 0..{steps + 1})")
+                if i not in present:
+                    last = max(nodes)
+                    raise GenotypeError(f"{cell}_concat: node {i} does not exist (nodes are 0..{last}"
+                                        + (", those with edges" if explicit is not None else "") + ")")
             if len(set(concat)) != len(concat):
                 raise GenotypeError(f"{cell}_concat repeats a node: {list(concat)}")
         return self
 
     # -- serialisation --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = {
-            "format": FORMAT,
-            "normal": [[op, j] for op, j in self.normal],
-            "normal_concat": list(self.normal_concat),
-            "reduce": [[op, j] for op, j in self.reduce],
-            "reduce_concat": list(self.reduce_concat),
-        }
+        d = {"format": FORMAT}
+        for cell in CELLS:
+            explicit = getattr(self, cell + "_nodes") is not None
+            d[cell] = [[op, j, n] if explicit else [op, j] for op, j, n in self.edges(cell)]
+            d[cell + "_concat"] = list(getattr(self, cell + "_concat"))
         if self.primitives is not None:
             d["primitives"] = list(self.primitives)
         return d
 
     @classmethod
     def from_dict(cls, d, check_ops: bool = True) -> "Genotype":
-        """Build and validate a genotype from its JSON object; :class:`GenotypeError` if malformed."""
+        """Build and validate a genotype from its JSON object; :class:`GenotypeError` if malformed.
+
+        Edges are ``[op, input]`` pairs (two per node, in node order) or, for a sparse cell, ``[op, input, node]``
+        triples listed by node."""
         if not isinstance(d, dict):
             raise GenotypeError(f"a genotype must be a JSON object, got {type(d).__name__}")
         if d.get("format") == "nb201-genotype/1":
@@ -116,22 +163,26 @@ class Genotype:
         if "format" in d and d["format"] != FORMAT:
             raise GenotypeError(f"genotype format {d['format']!r} is not {FORMAT!r}")
         kw = {}
-        for cell in ("normal", "reduce"):
+        for cell in CELLS:
             edges = d[cell]
             if not isinstance(edges, list):
                 raise GenotypeError(f"{cell} must be a list of [op, input] pairs")
-            pairs = []
+            pairs, nodes = [], []
             for k, e in enumerate(edges):
                 if (
                     not isinstance(e, (list, tuple))
-                    or len(e) != 2
+                    or len(e) not in (2, 3)
                     or not isinstance(e[0], str)
-                    or not isinstance(e[1], int)
-                    or isinstance(e[1], bool)
+                    or not all(isinstance(i, int) and not isinstance(i, bool) for i in e[1:])
                 ):
-                    raise GenotypeError(f"{cell}[{k}] must be an [op_name, input_index] pair, got {e!r}")
+                    raise GenotypeError(f"{cell}[{k}] must be an [op_name, input_index] pair or an "
+                                        f"[op_name, input_index, node] triple, got {e!r}")
                 pairs.append((e[0], e[1]))
+                nodes.append(e[2] if len(e) == 3 else None)
+            if any(n is None for n in nodes) and not all(n is None for n in nodes):
+                raise GenotypeError(f"{cell} mixes [op, input] pairs with [op, input, node] triples")
             kw[cell] = pairs
+            kw[cell + "_nodes"] = None if not nodes or nodes[0] is None else nodes
             concat = d[cell + "_concat"]
             if not isinstance(concat, list) or not all(
                 isinstance(i, int) and not isinstance(i, bool) for i in concat
@@ -153,10 +204,12 @@ class Genotype:
         atomic_write_text(path, self.to_json() + "\n")
 
     def __str__(self) -> str:  # the original DARTS log format, which parse_genotype_text reads back
-        return (
-            f"Genotype(normal={list(self.normal)}, normal_concat={list(self.normal_concat)}, "
-            f"reduce={list(self.reduce)}, reduce_concat={list(self.reduce_concat)})"
-        )
+        cells = []
+        for cell in CELLS:
+            explicit = getattr(self, cell + "_nodes") is not None
+            edges = [(op, j, n) if explicit else (op, j) for op, j, n in self.edges(cell)]
+            cells.append(f"{cell}={edges}, {cell}_concat={list(getattr(self, cell + '_concat'))}")
+        return f"Genotype({', '.join(cells)})"
 
 
 def parse_genotype_text(text: str, check_ops: bool = True) -> Genotype:
@@ -232,7 +285,10 @@ def load_genotype(path: str, check_ops: bool = True) -> Genotype:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The discretizer
+# The discretizer: cell rules that turn op strengths (rows = edges in node order, columns = primitives) into a cell
+
+#: the cell rules of :func:`derive_genotype`
+CELL_RULES = ("darts", "pairs", "threshold")
 
 
 def num_edges(steps: int) -> int:
@@ -240,26 +296,79 @@ def num_edges(steps: int) -> int:
     return sum(2 + i for i in range(steps))
 
 
-def _derive_cell(weights: torch.Tensor, primitives: Sequence[str], steps: int, excluded: set[int]) -> list[Edge]:
-    """The DARTS rule for one cell (``weights``: (edges, K) op strengths, e.g. softmax(α)).
+def _rows(W, steps):
+    """``(node, first_row, rows)`` of every intermediate node: node ``2+i`` has the ``2+i`` rows of its edges."""
+    start = 0
+    for i in range(steps):
+        yield 2 + i, start, W[start : start + 2 + i]
+        start += 2 + i
 
-    Each node keeps the two incoming edges whose strongest non-excluded op is strongest, and each kept edge
-    takes that op. Ties go to the earlier edge / earlier op, as in the original (stable sort).
-    """
+
+def _darts_rule(W, primitives, steps, allowed, threshold=None):
+    """Each node keeps the two incoming edges whose strongest allowed op is strongest, each with that op (DARTS,
+    ``genotype()`` of the original ``model_search.py``). Ties go to the earlier edge / earlier op, as there."""
+    gene, nodes = [], []
+    for node, _, rows in _rows(W, steps):
+        best = [max(allowed, key=lambda k: (row[k], -k)) for row in rows]
+        for j in sorted(range(len(rows)), key=lambda j: -rows[j][best[j]])[:2]:
+            gene.append((primitives[best[j]], j))
+            nodes.append(node)
+    return gene, nodes
+
+
+def _pairs_rule(W, primitives, steps, allowed, threshold=None):
+    """Each node keeps its two strongest (op, input) pairs over all incoming edges and allowed ops, so both may read
+    one input (GDAS, ``_parse`` of AutoDL-Projects' ``search_model_gdas_nasnet.py``). Ties keep the order edge, then
+    op, as its stable sort does."""
+    gene, nodes = [], []
+    for node, _, rows in _rows(W, steps):
+        pairs = [(rows[j][k], j, k) for j in range(len(rows)) for k in allowed]
+        for _, j, k in sorted(pairs, key=lambda t: -t[0])[:2]:
+            gene.append((primitives[k], j))
+            nodes.append(node)
+    return gene, nodes
+
+
+def _threshold_rule(W, primitives, steps, allowed, threshold):
+    """The DARTS rule's two edges per node, each kept only if its op's strength is at least ``threshold`` (FairDARTS,
+    ``parse(..., 'threshold_sparse')`` in its ``utils.py``), so a node has 0, 1 or 2 ops.
+
+    A node left without an op is absent; an edge that reads an absent node is dropped with it, as the authors'
+    discrete cell skips such inputs. A cell in which nothing passes keeps the first node's strongest op, so that it
+    still has an output (the authors' network cannot be built then)."""
+    gene, nodes = _darts_rule(W, primitives, steps, allowed)
+    kept = []
+    for (op, j), node in zip(gene, nodes):
+        row = W[sum(2 + i for i in range(node - 2)) + j]
+        if row[primitives.index(op)] >= threshold:
+            kept.append((op, j, node))
+    while True:
+        present = {0, 1} | {n for _, _, n in kept}
+        pruned = [e for e in kept if e[1] in present]
+        if len(pruned) == len(kept):
+            break
+        kept = pruned
+    if not kept:
+        op, j = gene[0]
+        kept = [(op, j, 2)]
+    return [(op, j) for op, j, _ in kept], [n for _, _, n in kept]
+
+
+_RULES = {"darts": _darts_rule, "pairs": _pairs_rule, "threshold": _threshold_rule}
+
+
+def _derive_cell(weights: torch.Tensor, primitives: Sequence[str], steps: int, excluded: set[int], rule: str = "darts",
+                 threshold: float | None = None) -> tuple[list[Edge], list[int]]:
+    """One cell by ``rule`` from ``weights`` (edges, K); returns the edges and the node each one feeds."""
     W = weights.detach().to("cpu", torch.float64).tolist()
     allowed = [k for k in range(len(primitives)) if k not in excluded]
     if not allowed:
         raise GenotypeError("every op of the search space is excluded from the derived cell")
-    gene: list[Edge] = []
-    start = 0
-    for i in range(steps):
-        n = 2 + i
-        rows = W[start : start + n]
-        best = [max(allowed, key=lambda k: (row[k], -k)) for row in rows]
-        edges = sorted(range(n), key=lambda j: -rows[j][best[j]])[:2]
-        gene.extend((primitives[best[j]], j) for j in edges)
-        start += n
-    return gene
+    if rule not in _RULES:
+        raise GenotypeError(f"unknown cell rule {rule!r}; choose from {', '.join(CELL_RULES)}")
+    if rule == "threshold" and threshold is None:
+        raise GenotypeError("the threshold cell rule needs a threshold")
+    return _RULES[rule](W, tuple(primitives), steps, allowed, threshold)
 
 
 def derive_genotype(
@@ -269,13 +378,17 @@ def derive_genotype(
     steps: int = 4,
     multiplier: int | None = None,
     max_skip: int | None = None,
+    rule: str = "darts",
+    threshold: float | None = None,
 ) -> Genotype:
     """Discretize op strengths (rows = edges, columns = ``primitives``) into a :class:`Genotype`.
 
-    The ``none`` op (any op registered with ``is_zero``) is never chosen; it is found by name in
-    ``primitives``, never by a fixed column. ``multiplier`` (default ``steps``) nodes are concatenated.
-    ``max_skip`` (P-DARTS / DARTS+) keeps at most that many ``skip_connect`` in the normal cell, replacing the
-    weakest ones by their edge's next-best op.
+    ``rule``: ``darts`` (two strongest edges per node, each with its strongest op), ``pairs`` (the two strongest
+    (op, edge) pairs per node, GDAS) or ``threshold`` (the DARTS edges, each kept only if its op reaches
+    ``threshold``, FairDARTS; the cells may be sparse). The ``none`` op (any op registered with ``is_zero``) is never
+    chosen; it is found by name in ``primitives``, never by a fixed column. ``multiplier`` (default ``steps``) nodes
+    are concatenated; the threshold rule concatenates the nodes it keeps. ``max_skip`` (P-DARTS / DARTS+) keeps at
+    most that many ``skip_connect`` in the normal cell, replacing the weakest ones by their edge's next-best op.
     """
     primitives = tuple(primitives)
     E = num_edges(steps)
@@ -286,31 +399,34 @@ def derive_genotype(
             )
     excluded = {k for k, p in enumerate(primitives) if get_op_spec(p).is_zero}
     if max_skip is not None and "skip_connect" in primitives:
-        normal = _limit_skips(weights_normal, primitives, steps, excluded, max_skip)
+        normal = _limit_skips(weights_normal, primitives, steps, excluded, max_skip, rule, threshold)
     else:
-        normal = _derive_cell(weights_normal, primitives, steps, excluded)
-    reduce = _derive_cell(weights_reduce, primitives, steps, excluded)
+        normal = _derive_cell(weights_normal, primitives, steps, excluded, rule, threshold)
+    reduce = _derive_cell(weights_reduce, primitives, steps, excluded, rule, threshold)
     multiplier = steps if multiplier is None else multiplier
     concat = tuple(range(2 + steps - multiplier, steps + 2))
-    return Genotype(normal, concat, reduce, concat, primitives)
+    cells = {}
+    for name, (edges, nodes) in (("normal", normal), ("reduce", reduce)):
+        cells[name] = edges
+        cells[name + "_nodes"] = nodes
+        cells[name + "_concat"] = tuple(sorted(set(nodes))) if rule == "threshold" else concat
+    return Genotype(primitives=primitives, **cells)
 
 
-def _limit_skips(weights, primitives, steps, excluded, max_skip):
+def _limit_skips(weights, primitives, steps, excluded, max_skip, rule="darts", threshold=None):
     """Re-derive the normal cell with the weakest skip connections removed until at most ``max_skip`` remain
     (P-DARTS Sec. 3.3: the skip op is masked on those edges and the rule applied again)."""
     skip = primitives.index("skip_connect")
     w = weights.detach().to("cpu", torch.float64).clone()
     while True:
-        gene = _derive_cell(w, primitives, steps, excluded)
+        gene, nodes = _derive_cell(w, primitives, steps, excluded, rule, threshold)
         if sum(op == "skip_connect" for op, _ in gene) <= max_skip:
-            return gene
+            return gene, nodes
         # find the kept skip edge with the smallest skip strength and mask skip on it
-        start, weakest = 0, None
-        for i in range(steps):
-            for op, j in gene[2 * i : 2 * i + 2]:
-                if op == "skip_connect":
-                    row = start + j
-                    if weakest is None or w[row, skip] < w[weakest, skip]:
-                        weakest = row
-            start += 2 + i
+        weakest = None
+        for (op, j), node in zip(gene, nodes):
+            if op == "skip_connect":
+                row = num_edges(node - 2) + j
+                if weakest is None or w[row, skip] < w[weakest, skip]:
+                    weakest = row
         w[weakest, skip] = float("-inf")

@@ -31,10 +31,10 @@ def _node_name(j: int) -> str:
 
 def _cell_graph(edges, concat):
     """``(nodes, op_edges, out_edges)``: node labels in order, ``(src, dst, op)`` triples, and the ``(src, dst)``
-    edges into the output ``c_{k}`` (one per concatenated node)."""
-    steps = len(edges) // 2
-    nodes = [_node_name(j) for j in range(steps + 2)] + ["c_{k}"]
-    op_edges = [(_node_name(j), _node_name(2 + k // 2), op) for k, (op, j) in enumerate(edges)]
+    edges into the output ``c_{k}`` (one per concatenated node). ``edges`` are ``(op, input, node)`` triples."""
+    present = sorted({0, 1} | {n for _, _, n in edges})
+    nodes = [_node_name(j) for j in present] + ["c_{k}"]
+    op_edges = [(_node_name(j), _node_name(n), op) for op, j, n in edges]
     out_edges = [(_node_name(j), "c_{k}") for j in concat]
     return nodes, op_edges, out_edges
 
@@ -103,7 +103,7 @@ def _draw_with_matplotlib(title: str, edges, concat, stem: str) -> list[str]:
             "graphviz or conda install graphviz) or matplotlib (pip install matplotlib)"
         ) from None
     nodes, op_edges, out_edges = _cell_graph(edges, concat)
-    pos = _positions(len(edges) // 2)
+    pos = _positions(max(n for _, _, n in edges) - 1)
     xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
     width, height = max(xs) - min(xs) + 2.0, max(ys) - min(ys) + 2.0
     fig = Figure(figsize=(1.1 * width, 1.1 * height))
@@ -169,7 +169,7 @@ def plot_genotype(genotype: Genotype, out_dir: str, name_prefix: str = "", backe
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for cell in ("normal", "reduce"):
-        edges, concat = getattr(genotype, cell), getattr(genotype, cell + "_concat")
+        edges, concat = genotype.edges(cell), getattr(genotype, cell + "_concat")
         stem = os.path.join(out_dir, f"{name_prefix}{cell}")
         title = f"{name_prefix}{cell}".strip("_-. ") or cell
         if dot is not None:

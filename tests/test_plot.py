@@ -51,7 +51,7 @@ def test_auto_backend_writes_the_four_files(tmp_path):
 
 def test_graph_has_every_edge_and_the_concat():
     g = get_genotype("AmoebaNet")
-    nodes, op_edges, out_edges = plot._cell_graph(g.reduce, g.reduce_concat)
+    nodes, op_edges, out_edges = plot._cell_graph(g.edges("reduce"), g.reduce_concat)
     assert nodes == ["c_{k-2}", "c_{k-1}", "0", "1", "2", "3", "4", "c_{k}"]
     assert op_edges[0] == ("c_{k-2}", "0", "avg_pool_3x3")
     assert op_edges[9] == ("3", "4", "sep_conv_3x3")  # ('sep_conv_3x3', 5): node 5 is intermediate node 3
