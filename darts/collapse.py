@@ -1,11 +1,12 @@
 """Early stopping against the collapse of DARTS onto parameter-free ops: the DARTS+ skip-count rule (Liang et
-al., 2019), and the RobustDARTS rule on the dominant eigenvalue of ∇²_α L_val (Zela et al., ICLR 2020, Sec. 4),
-with that eigenvalue computed by power iteration on exact Hessian-vector products.
+al., 2019), and the RobustDARTS rule on the largest eigenvalue of ∇²_α L_val (Zela et al., ICLR 2020, Sec. 4),
+computed by Lanczos on exact Hessian-vector products.
 """
 from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 SKIP_OP = "skip_connect"
 
 
-# -- the dominant eigenvalue of ∇²_α L_val ------------------------------------------------------------------
+# -- eigenvalues of ∇²_α L_val ------------------------------------------------------------------
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
@@ -32,52 +33,14 @@ def _split_like(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torc
     return out
 
 
-def dominant_hessian_eigenvalue(
-    model: nn.Module,
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-    iters: int = 20,
-    tol: float = 1e-3,
-    generator: torch.Generator | None = None,
-    reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
-) -> float:
-    """The largest-magnitude eigenvalue of ∇²_α L_val, by power iteration on exact Hessian-vector products.
-
-    RobustDARTS (Zela et al., 2020, Sec. 4) tracks the dominant eigenvalue λ_max of the Hessian of the
-    validation loss w.r.t. α: it grows as the search collapses onto sharp, parameter-free cells. Their code builds
-    the dense Hessian and takes ``max(eigvals(H))``; with 2·14·8 = 224 entries of α that is 224 double-backward
-    passes, while power iteration needs ``iters``. Where collapse happens λ_max is large and positive, so the
-    largest-|λ| eigenvalue found here is the same number; its sign is returned as it is. Early in the search the
-    Hessian is indefinite and two eigenvalues of opposite sign may have nearly the same size: power iteration
-    then converges slowly and returns a value between them (debug-logged as not converged within ``iters``).
+@contextmanager
+def _alpha_hvp(model: nn.Module, criterion, batches, reduce):
+    """``(hvp, n, ref)`` for ∇²_α L_val on ``batches``: ``hvp(v)`` is the exact product with a flat vector ``v`` of
+    length ``n``. The model's buffers (BatchNorm running statistics) are restored on exit.
 
     Each product is a double backward (Pearlmutter's trick): ``g = ∇α L`` with ``create_graph=True`` once, then
-    ``H v = ∇α (g · v)`` per iteration on the retained graph, so the forward runs once per call and every
-    iteration sees the same batch statistics. Memory is about that of one second-order DARTS α step per batch.
-
-    Args:
-        model: exposes ``arch_parameters()`` (an ordered list of tensors that require grad, of any number and
-            shape; they are flattened into one vector of length N) and ``model(x) -> logits``. Its mode is left as
-            the caller set it (train mode during the search, as in RobustDARTS). BatchNorm running statistics and
-            every other buffer are restored afterwards; no ``.grad`` is written.
-        criterion: ``(logits, targets) -> scalar`` loss.
-        batches: list of ``(x, y)`` validation batches; L_val is the mean of ``criterion`` over them. The graphs
-            of all of them are held at once, so pass one or a few.
-        iters: maximum number of Hessian-vector products (power-iteration steps).
-        tol: stop once the Rayleigh quotient changes by at most ``tol·|λ|`` between two steps. It converges
-            at the rate (λ₂/λ₁)² per step; 1e-3 is finer than the ratio test of :class:`HessianEarlyStop` needs.
-        generator: draws the start vector (on the generator's device). Default: a fresh generator seeded with 0,
-            so the result is reproducible, equal on all ranks, and the global RNG stream of the search is not
-            consumed (enabling ``--early-stop`` must not change the rest of the run).
-        reduce: averages a list of tensors over processes (e.g. ``lambda t: all_reduce_mean(t, env)`` from
-            :mod:`darts.distributed`); applied to every H v so that all ranks iterate on the Hessian of the
-            all-rank mean loss and return the same number. Pass the bare model, not its DDP wrapper.
-
-    Returns:
-        The Rayleigh quotient vᵀHv of the last unit vector v (a Python float, with its sign).
-
-    Raises:
-        NonFiniteLossError: the loss or a Hessian-vector product is not finite.
+    ``H v = ∇α (g · v)`` per product on the retained graph, so the forward runs once and every product sees the
+    same batch statistics. Memory is about that of one second-order DARTS α step per batch.
     """
     alphas = list(model.arch_parameters())
     if not alphas:
@@ -86,9 +49,6 @@ def dominant_hessian_eigenvalue(
         raise ValueError("every tensor of model.arch_parameters() must require grad")
     if not batches:
         raise ValueError("batches is empty: L_val needs at least one (x, y) batch")
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
-
     # Train-mode BatchNorm updates running statistics on every forward; the measurement must not move them.
     saved = {name: b.detach().clone() for name, b in model.named_buffers()}
     try:
@@ -110,35 +70,144 @@ def dominant_hessian_eigenvalue(
                     hv = [torch.zeros_like(a) if h is None else h.detach() for h, a in zip(hv, alphas)]
                 if reduce is not None:
                     hv = reduce(hv)
-                return _flat(hv)
+                out = _flat(hv)
+                if not torch.isfinite(out).all():
+                    raise NonFiniteLossError("a Hessian-vector product is not finite")
+                return out
 
-            if generator is None:
-                generator = torch.Generator().manual_seed(0)
-            ref = alphas[0]
-            n = sum(a.numel() for a in alphas)
-            v = torch.randn(n, generator=generator, device=generator.device, dtype=ref.dtype).to(ref.device)
-            v = v / v.norm()
-            eigenvalue, previous, step = 0.0, None, 0
-            for step in range(1, iters + 1):
-                hv = hvp(v)
-                eigenvalue = float(torch.dot(v, hv))  # Rayleigh quotient: v is a unit vector
-                if not math.isfinite(eigenvalue):
-                    raise NonFiniteLossError(f"Hessian-vector product is not finite (vᵀHv = {eigenvalue})")
-                norm = hv.norm()
-                if norm == 0:  # v lies in the null space (or H = 0): 0 is the honest answer
-                    break
-                if previous is not None and abs(eigenvalue - previous) <= tol * abs(eigenvalue):
-                    break
-                previous = eigenvalue
-                v = hv / norm
-            else:
-                log.debug("power iteration stopped at iters=%d before reaching tol=%g", iters, tol)
-            log.debug("dominant Hessian eigenvalue %.6g after %d Hessian-vector products", eigenvalue, step)
-            return eigenvalue
+            yield hvp, sum(a.numel() for a in alphas), alphas[0]
     finally:
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(saved[name])
+
+
+def _start_vector(n: int, ref: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    # A fixed generator: reproducible, equal on all ranks, and the search's global RNG stream is not consumed
+    # (enabling --early-stop must not change the rest of the run).
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    v = torch.randn(n, generator=generator, device=generator.device, dtype=ref.dtype).to(ref.device)
+    return v / v.norm()
+
+
+def dominant_hessian_eigenvalue(
+    model: nn.Module,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    iters: int = 20,
+    tol: float = 1e-3,
+    generator: torch.Generator | None = None,
+    reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
+) -> float:
+    """The largest-magnitude eigenvalue of ∇²_α L_val, by power iteration on exact Hessian-vector products.
+
+    This is the dominant eigenvalue in magnitude, with its sign; RobustDARTS's rule reads the largest *signed* one,
+    :func:`largest_hessian_eigenvalue` (the two differ when the Hessian is indefinite and its most negative
+    eigenvalue is the larger in size). When two eigenvalues of opposite sign have nearly the same size power
+    iteration converges slowly and returns a value between them (debug-logged as not converged within ``iters``).
+
+    Args:
+        model: exposes ``arch_parameters()`` (an ordered list of tensors that require grad, of any number and
+            shape; they are flattened into one vector of length N) and ``model(x) -> logits``. Its mode is left as
+            the caller set it (train mode during the search, as in RobustDARTS). BatchNorm running statistics and
+            every other buffer are restored afterwards; no ``.grad`` is written.
+        criterion: ``(logits, targets) -> scalar`` loss.
+        batches: list of ``(x, y)`` validation batches; L_val is the mean of ``criterion`` over them. The graphs
+            of all of them are held at once, so pass one or a few.
+        iters: maximum number of Hessian-vector products (power-iteration steps).
+        tol: stop once the Rayleigh quotient changes by at most ``tol·|λ|`` between two steps. It converges
+            at the rate (λ₂/λ₁)² per step.
+        generator: draws the start vector (on the generator's device). Default: a fresh generator seeded with 0.
+        reduce: averages a list of tensors over processes (e.g. ``lambda t: all_reduce_mean(t, env)`` from
+            :mod:`darts.distributed`); applied to every H v so that all ranks iterate on the Hessian of the
+            all-rank mean loss and return the same number. Pass the bare model, not its DDP wrapper.
+
+    Returns:
+        The Rayleigh quotient vᵀHv of the last unit vector v (a Python float, with its sign).
+
+    Raises:
+        NonFiniteLossError: the loss or a Hessian-vector product is not finite.
+    """
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    with _alpha_hvp(model, criterion, batches, reduce) as (hvp, n, ref):
+        v = _start_vector(n, ref, generator)
+        eigenvalue, previous, step = 0.0, None, 0
+        for step in range(1, iters + 1):
+            hv = hvp(v)
+            eigenvalue = float(torch.dot(v, hv))  # Rayleigh quotient: v is a unit vector
+            if not math.isfinite(eigenvalue):
+                raise NonFiniteLossError(f"Hessian-vector product is not finite (vᵀHv = {eigenvalue})")
+            norm = hv.norm()
+            if norm == 0:  # v lies in the null space (or H = 0): 0 is the honest answer
+                break
+            if previous is not None and abs(eigenvalue - previous) <= tol * abs(eigenvalue):
+                break
+            previous = eigenvalue
+            v = hv / norm
+        else:
+            log.debug("power iteration stopped at iters=%d before reaching tol=%g", iters, tol)
+        log.debug("dominant Hessian eigenvalue %.6g after %d Hessian-vector products", eigenvalue, step)
+        return eigenvalue
+
+
+def largest_hessian_eigenvalue(
+    model: nn.Module,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    iters: int = 20,
+    tol: float = 1e-4,
+    generator: torch.Generator | None = None,
+    reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
+) -> float:
+    """The largest (signed) eigenvalue λ_max of ∇²_α L_val, by Lanczos on exact Hessian-vector products.
+
+    RobustDARTS (Zela et al., 2020, Sec. 4) tracks λ_max of the Hessian of the validation loss w.r.t. α, which grows
+    as the search collapses onto sharp, parameter-free cells. Their code builds the dense Hessian and takes
+    ``max(eigvals(H))`` (``train_search.py``), the largest signed value, not the largest in magnitude; with 2·14·8 =
+    224 entries of α that costs 224 double-backward passes. The Lanczos process (with full reorthogonalisation)
+    finds the extreme eigenvalues of a symmetric matrix from a Krylov space of a few products: the largest Ritz value
+    of the tridiagonal matrix rises to λ_max from below, and the iteration stops once it rises by at most
+    ``tol·|λ|``, after ``iters`` products, or when the Krylov space is exhausted (then it is exact).
+
+    Arguments as :func:`dominant_hessian_eigenvalue` (``iters``: the most Hessian-vector products, at most N).
+
+    Returns:
+        λ_max, a Python float (negative when every eigenvalue is).
+
+    Raises:
+        NonFiniteLossError: the loss or a Hessian-vector product is not finite.
+    """
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    with _alpha_hvp(model, criterion, batches, reduce) as (hvp, n, ref):
+        Q = [_start_vector(n, ref, generator)]
+        diag: list[float] = []
+        off: list[float] = []
+        top, previous = 0.0, None
+        for step in range(min(iters, n)):
+            w = hvp(Q[-1])
+            diag.append(float(torch.dot(Q[-1], w)))
+            for _ in range(2):  # full reorthogonalisation, twice ("twice is enough"), keeps the Ritz values clean
+                for q in Q:
+                    w = w - torch.dot(q, w) * q
+            T = torch.diag(torch.tensor(diag, dtype=torch.float64))
+            if off:
+                T += torch.diag(torch.tensor(off, dtype=torch.float64), 1) + torch.diag(
+                    torch.tensor(off, dtype=torch.float64), -1)
+            top = float(torch.linalg.eigvalsh(T)[-1])
+            beta = float(w.norm())
+            scale = max(abs(d) for d in diag) or 1.0
+            if beta <= 1e-10 * scale:  # the Krylov space is invariant: the Ritz values are eigenvalues
+                break
+            if previous is not None and top - previous <= tol * abs(top):
+                break
+            previous = top
+            off.append(beta)
+            Q.append(w / beta)
+        log.debug("largest Hessian eigenvalue %.6g after %d Hessian-vector products", top, len(diag))
+        return top
 
 
 # -- DARTS+: too many skip connections ------------------------------------------------------------------------
@@ -213,7 +282,7 @@ class SkipEarlyStop:
 # -- RobustDARTS: the dominant eigenvalue grows -----------------------------------------------------------------
 
 class HessianEarlyStop:
-    """The RobustDARTS rule (DARTS-ES): stop when the smoothed dominant eigenvalue has grown by ``ratio``.
+    """The RobustDARTS rule (DARTS-ES): stop when the smoothed largest eigenvalue has grown by ``ratio``.
 
     Zela et al. (2020, Sec. 4) stop at epoch i if λ̄(i−k) / λ̄(i) < 0.75, where λ̄ is λ_max averaged over a
     local window, and return the architecture of epoch i−k. Here the eigenvalues are records ``(epoch, λ)``
@@ -223,14 +292,18 @@ class HessianEarlyStop:
         λ̄(n − lag) > 0  and  λ̄(n) > ratio · λ̄(n − lag).
 
     Their code (``EVLocalAvg.early_stop``) uses ``factor=1.3``, ``delta=4`` records, ``window=5``, a record every
-    epoch or two, and ignores the rule until the earlier epoch is ``>= es_start_epoch=10``.
+    2 epochs (their scripts' ``--report_freq_hessian 2``), and ignores the rule until the epoch it would return is
+    ``>= es_start_epoch=10``; the defaults here are those. Two deliberate differences: λ̄ is only formed over full
+    windows (their first averages are over 3 and 4 records, which the start epoch keeps out of every comparison at
+    the defaults), and the rule needs λ̄(n − lag) > 0, where theirs divides by any sign (a growth ratio of negative
+    eigenvalues says nothing about sharpness).
 
     Args:
-        ratio: growth factor that fires the rule (1/0.75 ≈ 1.33, the paper's threshold; the code's 1.3 is close).
-        lag: records between the two compared averages (4, the code's ``delta``; with K=1 that is the paper's
-            k of a few epochs). The look-back in epochs is ``lag·K``.
-        window: records averaged into λ̄ (1: no smoothing). Power iteration on one batch is noisy: 3 to 5 (the
-            code's 5) makes the rule steadier at the price of ``window//2`` records of delay.
+        ratio: growth factor that fires the rule (the code's 1.3; the paper's 1/0.75 ≈ 1.33).
+        lag: records between the two compared averages (4, the code's ``delta``). The look-back in epochs is
+            ``lag·K``.
+        window: records averaged into λ̄ (1: no smoothing; the code's 5). The eigenvalue on one batch is noisy:
+            smoothing makes the rule steadier at the price of ``window//2`` records of delay.
         start_epoch: the rule is not applied until the earlier compared epoch is at least this. λ_max rises
             steeply from its small value at initialisation, which is warm-up, not collapse (the code's 10).
 
@@ -241,7 +314,7 @@ class HessianEarlyStop:
         reason: a line for the log once the rule fired, else ``""``.
     """
 
-    def __init__(self, ratio: float = 1 / 0.75, lag: int = 4, window: int = 1, start_epoch: int = 10):
+    def __init__(self, ratio: float = 1.3, lag: int = 4, window: int = 5, start_epoch: int = 10):
         if not ratio > 1:
             raise ValueError(f"ratio must be > 1 (a growth factor), got {ratio}")
         if lag < 1 or window < 1:

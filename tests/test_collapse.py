@@ -1,4 +1,4 @@
-"""Collapse early stopping: the power-iteration eigenvalue against the dense Hessian, and the two stop rules."""
+"""Collapse early stopping: the Hessian eigenvalues against the dense Hessian, and the two stop rules."""
 import io
 import json
 import math
@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from darts.collapse import HessianEarlyStop, SkipEarlyStop, count_skips, dominant_hessian_eigenvalue
+from darts.collapse import (HessianEarlyStop, SkipEarlyStop, count_skips, dominant_hessian_eigenvalue,
+                            largest_hessian_eigenvalue)
 from darts.errors import NonFiniteLossError
 from darts.genotype import Genotype
 from darts.search import Supernet
@@ -112,6 +113,42 @@ def test_quadratic_recovers_signed_eigenvalue(spectrum):
     expected = max(spectrum, key=abs)
     assert math.isclose(lam, expected, rel_tol=1e-6), (lam, expected)
     assert int(model.calls) == 0  # buffers restored: the forward's increment is undone
+
+
+# -- largest_hessian_eigenvalue: RobustDARTS's max(eigvals(H)) ---------------------------------------------------
+
+@pytest.mark.parametrize("spectrum", [(-2.09, 1.11, 0.4, -0.3), (4.0, -1.0, 0.2, 2.5), (-3.0, -1.0, -0.5, -2.0),
+                                      (0.5, 0.5, -0.7, 0.1)])
+def test_largest_signed_eigenvalue_of_an_explicit_indefinite_hessian(spectrum):
+    g = torch.Generator().manual_seed(5)
+    Q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))
+    A = Q @ torch.diag(torch.tensor(spectrum, dtype=torch.float64)) @ Q.T
+    expected = float(torch.linalg.eigvalsh(A)[-1])
+    lam = largest_hessian_eigenvalue(Quadratic(A), quadratic_loss, [(torch.zeros(1), A)])
+    assert math.isclose(lam, expected, rel_tol=1e-9, abs_tol=1e-12), (lam, expected)
+    if spectrum[0] == -2.09:  # the largest in magnitude is the negative one: power iteration answers that
+        assert math.isclose(dominant_hessian_eigenvalue(Quadratic(A), quadratic_loss, [(torch.zeros(1), A)],
+                                                        iters=300, tol=1e-12), -2.09, rel_tol=1e-6)
+
+
+def test_largest_eigenvalue_matches_the_dense_hessian_of_a_supernet(one_thread):
+    model, batches, criterion = tiny_supernet(), val_batches(), nn.CrossEntropyLoss()
+    expected = float(torch.linalg.eigvalsh(dense_alpha_hessian(model, criterion, batches))[-1])
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    lam = largest_hessian_eigenvalue(model, criterion, batches)  # the default budget of 20 products
+    assert math.isclose(lam, expected, rel_tol=1e-3), (lam, expected)
+    assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+
+
+def test_robustdarts_defaults():
+    from darts.config import SearchConfig
+
+    # RobustDARTS src/search/args.py: factor 1.3, delta 4, window 5, es_start_epoch 10 (counted from 0), and its
+    # scripts' --report_freq_hessian 2 (the search sets --hessian-every 2 for --early-stop hessian)
+    cfg = SearchConfig()
+    assert (cfg.hessian_ratio, cfg.hessian_lag, cfg.hessian_window, cfg.hessian_start) == (1.3, 4, 5, 11)
+    rule = HessianEarlyStop()
+    assert (rule.ratio, rule.lag, rule.window, rule.start_epoch) == (1.3, 4, 5, 10)
 
 
 def test_leaves_buffers_params_and_grads_untouched(one_thread):
