@@ -38,10 +38,12 @@ class SearchConfig:
                           "drnas: 0.1)", positive=True)
     lr_min: float | None = _f(None, "final weight learning rate (darts: 0.001, pcdarts and drnas: 0)", nonneg=True)
     momentum: float = _f(0.9, "SGD momentum", nonneg=True)
-    weight_decay: float = _f(3e-4, "SGD weight decay", nonneg=True)
+    weight_decay: float | None = _f(None, "SGD weight decay (darts: 3e-4; nb201 and gdas: 5e-4)", nonneg=True)
+    nesterov: bool | None = _f(None, "Nesterov momentum for the weights (on for nb201 and gdas, as AutoDL's configs; "
+                               "the second-order unrolled step uses plain momentum, as theirs)")
     grad_clip: float = _f(5.0, "clip the weight gradient to this global norm", positive=True)
     arch_lr: float | None = _f(None, "α learning rate (Adam; darts: 3e-4, pcdarts and drnas: 6e-4)", positive=True)
-    arch_beta1: float = _f(0.5, "α Adam beta1", nonneg=True)
+    arch_beta1: float | None = _f(None, "α Adam beta1 (0.5; fairdarts: 0.9)", nonneg=True)
     arch_beta2: float = _f(0.999, "α Adam beta2", nonneg=True)
     arch_weight_decay: float | None = _f(None, "α weight decay (1e-3)", nonneg=True)
     arch_warmup: int | None = _f(None, "epochs of weight steps only before α is first updated (darts: 0, "
@@ -70,26 +72,40 @@ class SearchConfig:
                          "α-Hessian of the validation loss grows by --hessian-ratio (RobustDARTS)",
                          choices=("off", "skip", "hessian"))
     skip_patience: int = _f(1, "--early-stop skip: consecutive epochs with >= 2 skip connections", positive=True)
-    hessian_every: int = _f(0, "compute the dominant α-Hessian eigenvalue every K epochs and log it (0: never; "
-                            "--early-stop hessian sets 1)", nonneg=True, metavar="K")
-    hessian_ratio: float = _f(1 / 0.75, "--early-stop hessian: stop when the eigenvalue grows by this factor "
-                              "(RobustDARTS: 1/0.75)", positive=True)
+    hessian_every: int = _f(0, "compute the largest eigenvalue of the α-Hessian after epochs 1, 1+K, 1+2K, ... and "
+                            "the last, and log it (0: never; --early-stop hessian sets 2, as RobustDARTS)",
+                            nonneg=True, metavar="K")
+    hessian_ratio: float = _f(1.3, "--early-stop hessian: stop when the eigenvalue grows by this factor "
+                              "(RobustDARTS's code: 1.3)", positive=True)
     hessian_lag: int = _f(4, "--early-stop hessian: compare with the eigenvalue this many computations earlier "
                           "(RobustDARTS's code: 4)", positive=True)
-    hessian_window: int = _f(1, "--early-stop hessian: average the eigenvalue over this many computations",
-                             positive=True)
-    hessian_start: int = _f(10, "--early-stop hessian: ignore comparisons with epochs before this one (λ rises "
-                            "steeply right after initialisation)", nonneg=True)
+    hessian_window: int = _f(5, "--early-stop hessian: average the eigenvalue over this many computations "
+                             "(RobustDARTS's code: 5)", positive=True)
+    hessian_start: int = _f(11, "--early-stop hessian: ignore comparisons with epochs before this one (RobustDARTS: "
+                            "epoch 10 counted from 0; λ rises steeply right after initialisation)", nonneg=True)
     nb201_cells: int | None = _f(None, "--space nb201: cells per stage N (cifar: 5, digits: 1)", positive=True)
     nb201_file: str | None = _f(None, "--space nb201: the official benchmark file; with the nas_201_api package "
                                 "installed, the derived cell's true accuracy is logged each epoch", metavar="FILE")
     pc_k: int = _f(4, "[pcdarts] 1/K of the channels go through the mixed op", positive=True)
     gdas_tau_max: float = _f(10.0, "[gdas] initial Gumbel-softmax temperature", positive=True)
     gdas_tau_min: float = _f(0.1, "[gdas] final temperature", positive=True)
+    gdas_cell_rule: str = _f("pairs", "[gdas] DARTS-space cell rule: the two strongest (op, input) pairs per node "
+                             "(the authors'), or the DARTS rule (two distinct inputs)", choices=("pairs", "darts"))
+    gdas_unsampled_terms: bool | None = _f(None, "[gdas] add the zero-valued straight-through weights of the "
+                                           "unsampled ops to each edge, so every α gets a gradient (the authors' "
+                                           "NAS-Bench-201 cell; on for nb201, off for darts)")
     fair_zero_one_weight: float = _f(10.0, "[fairdarts] weight of the zero-one loss", nonneg=True)
-    drnas_reg: str = _f("kl", "[drnas] regulariser: KL to the Dir(1) anchor, or l2 (= --arch-weight-decay only)",
-                        choices=("kl", "l2"))
-    drnas_reg_scale: float = _f(1e-3, "[drnas] scale of the KL regulariser", nonneg=True)
+    fair_cell_rule: str = _f("threshold", "[fairdarts] cell rule: the DARTS edges, each kept only if its sigmoid "
+                             "reaches --fair-threshold (the authors'), or the DARTS rule",
+                             choices=("threshold", "darts"))
+    fair_threshold: float = _f(0.85, "[fairdarts] sigmoid an op must reach to be kept", positive=True)
+    drnas_reg: str = _f("l2", "[drnas] regulariser: l2 (α weight decay of --drnas-reg-scale, the authors' default) "
+                        "or the KL to the Dir(1) anchor (then no α weight decay)", choices=("kl", "l2"))
+    drnas_reg_scale: float = _f(1e-3, "[drnas] scale of the regulariser", nonneg=True)
+    drnas_k: int | None = _f(None, "[drnas] 1/K of the channels go through the mixed op (darts: 4, nb201: 1)",
+                             positive=True)
+    drnas_keep_ops: int | None = _f(None, "[drnas] ops each edge keeps in the second half of the search (darts: 4; "
+                                    "0: no pruning, as in nb201)", nonneg=True)
     dartsminus_beta0: float = _f(1.0, "[darts-] initial coefficient of the auxiliary skip", nonneg=True)
     dartsminus_decay: str = _f("linear", "[darts-] decay of the coefficient to 0", choices=("linear", "cosine"))
     sdarts_epsilon: float = _f(0.3, "[sdarts-rs] final half-width of the uniform α noise", nonneg=True)
@@ -124,6 +140,10 @@ class SearchConfig:
             raise ConfigError(f"--lr-min ({self.lr_min}) is larger than --lr ({self.lr})")
         if not (0 <= self.arch_beta1 < 1 and 0 <= self.arch_beta2 < 1):
             raise ConfigError("--arch-beta1 and --arch-beta2 must be in [0, 1)")
+        if not 0 < self.fair_threshold < 1:
+            raise ConfigError(f"--fair-threshold is a sigmoid value, strictly between 0 and 1; got {self.fair_threshold}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("--nesterov needs a --momentum above 0 (use --no-nesterov)")
         return self
 
 
@@ -182,13 +202,19 @@ class FinalConfig:
 
 # Method options: field -> the method it belongs to (setting it for another method is an error).
 METHOD_FIELDS = {
-    "pc_k": "pcdarts", "gdas_tau_max": "gdas", "gdas_tau_min": "gdas", "fair_zero_one_weight": "fairdarts",
-    "drnas_reg": "drnas", "drnas_reg_scale": "drnas", "dartsminus_beta0": "darts-", "dartsminus_decay": "darts-",
+    "pc_k": "pcdarts", "gdas_tau_max": "gdas", "gdas_tau_min": "gdas", "gdas_cell_rule": "gdas",
+    "gdas_unsampled_terms": "gdas", "fair_zero_one_weight": "fairdarts", "fair_cell_rule": "fairdarts",
+    "fair_threshold": "fairdarts", "drnas_reg": "drnas", "drnas_reg_scale": "drnas", "drnas_k": "drnas",
+    "drnas_keep_ops": "drnas", "dartsminus_beta0": "darts-", "dartsminus_decay": "darts-",
     "sdarts_epsilon": "sdarts-rs", "sdarts_epsilon_min": "sdarts-rs",
 }
 # The DARTS paper's search hyperparameters, for every data set, after the method's and the data set's presets.
-SEARCH_DEFAULTS = dict(lr=0.025, lr_min=0.001, arch_lr=3e-4, arch_weight_decay=1e-3, arch_warmup=0)
-# Data sets where a method's paper settings apply as they are; on the others its small_presets apply.
+SEARCH_DEFAULTS = dict(lr=0.025, lr_min=0.001, weight_decay=3e-4, nesterov=False, arch_lr=3e-4, arch_beta1=0.5,
+                       arch_weight_decay=1e-3, arch_warmup=0)
+# A space's own settings, after the method's and before the data set's (AutoDL-Projects' NAS-Bench-201 configs,
+# configs/nas-benchmark/algos/*.config: weight decay 5e-4, Nesterov momentum).
+SPACE_PRESETS = {"darts": {}, "nb201": dict(weight_decay=5e-4, nesterov=True)}
+# Data sets where a method's paper settings apply as they are; on the others its "small" presets apply.
 PAPER_SCALE_DATASETS = ("cifar10", "cifar100", "folder")
 
 # Presets fill fields left at None. Keys: data set name, or "imagenet" for --imagenet-layout.
@@ -224,16 +250,13 @@ def apply_presets(cfg):
         key = "imagenet" if cfg.imagenet_layout else cfg.dataset
         layers = [FINAL_PRESETS[key]]
     else:
-        from .methods import get_method_class
+        from .search_run import build_method
+        from .spaces import default_primitives
 
-        method = get_method_class(cfg.method)
-        # the method's paper settings first, then the data set's, then DARTS's
-        layers = [method.presets if cfg.dataset in PAPER_SCALE_DATASETS else method.small_presets,
-                  SEARCH_PRESETS[cfg.dataset], SEARCH_DEFAULTS]
-        if cfg.primitives is None:
-            from .spaces import default_primitives
-
-            cfg.primitives = tuple(default_primitives(cfg.space))
+        method = build_method(cfg)  # with the options given so far: a method's presets may depend on them
+        # the method's authors' settings first, then the space's, the data set's, and DARTS's
+        layers = [method.presets_for(cfg.space, cfg.dataset in PAPER_SCALE_DATASETS), SPACE_PRESETS.get(cfg.space, {}),
+                  SEARCH_PRESETS[cfg.dataset], SEARCH_DEFAULTS, {"primitives": tuple(default_primitives(cfg.space))}]
     for presets in layers:
         for name, value in presets.items():
             if getattr(cfg, name, "absent") is None:

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from .bilevel import BilevelOptimizer
 from .checkpoint import load_checkpoint, restoring, rng_state, save_checkpoint, set_rng_state
-from .collapse import HessianEarlyStop, SkipEarlyStop, count_skips, dominant_hessian_eigenvalue
+from .collapse import HessianEarlyStop, SkipEarlyStop, count_skips, largest_hessian_eigenvalue
 from .config import SearchConfig, apply_presets, config_from_dict, config_to_dict
 from .data import BatchStream, load_data, make_loader, search_split
 from .distributed import all_reduce_mean, barrier, broadcast_flag, init_distributed, shutdown, wrap_ddp
@@ -57,13 +57,16 @@ def build_method(cfg: SearchConfig):
 
     options = {
         "pcdarts": dict(k=cfg.pc_k),
-        "gdas": dict(tau_max=cfg.gdas_tau_max, tau_min=cfg.gdas_tau_min),
-        "fairdarts": dict(zero_one_weight=cfg.fair_zero_one_weight),
-        "drnas": dict(reg=cfg.drnas_reg, reg_scale=cfg.drnas_reg_scale),
+        "gdas": dict(tau_max=cfg.gdas_tau_max, tau_min=cfg.gdas_tau_min, cell_rule=cfg.gdas_cell_rule,
+                     unsampled_terms=cfg.gdas_unsampled_terms),
+        "fairdarts": dict(zero_one_weight=cfg.fair_zero_one_weight, cell_rule=cfg.fair_cell_rule,
+                          threshold=cfg.fair_threshold),
+        "drnas": dict(reg=cfg.drnas_reg, reg_scale=cfg.drnas_reg_scale, k=cfg.drnas_k, keep_ops=cfg.drnas_keep_ops),
         "darts-": dict(beta0=cfg.dartsminus_beta0, decay=cfg.dartsminus_decay),
         "sdarts-rs": dict(epsilon=cfg.sdarts_epsilon, epsilon_min=cfg.sdarts_epsilon_min),
     }.get(cfg.method, {})
-    return get_method(cfg.method, **options)
+    # options still None take the method's own default
+    return get_method(cfg.method, **{k: v for k, v in options.items() if v is not None})
 
 
 def check_requirements(cfg: SearchConfig, primitives) -> None:
@@ -76,12 +79,13 @@ def check_requirements(cfg: SearchConfig, primitives) -> None:
             raise ConfigError("--max-skip limits skip_connect, which is not in --primitives")
         if cfg.early_stop == "skip":
             raise ConfigError("--early-stop skip counts skip_connect, which is not in --primitives")
-    if cfg.method == "pcdarts":
+    k, flag = {"pcdarts": (cfg.pc_k, "--pc-k"), "drnas": (cfg.drnas_k, "--drnas-k")}.get(cfg.method, (None, None))
+    if k:
         channels = [cfg.init_channels * m for m in (1, 2, 4)]
-        bad = [c for c in channels if c % cfg.pc_k]
+        bad = [c for c in channels if c % k]
         if bad:
-            raise ConfigError(f"--method pcdarts needs every cell's channels ({', '.join(map(str, channels))}) "
-                              f"divisible by --pc-k {cfg.pc_k}")
+            raise ConfigError(f"--method {cfg.method} needs every cell's channels ({', '.join(map(str, channels))}) "
+                              f"divisible by {flag} {k}")
 
 
 def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir, Genotype]:
@@ -103,7 +107,7 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
     primitives = check_primitives(cfg.primitives)
     check_requirements(cfg, primitives)
     if cfg.early_stop == "hessian" and not cfg.hessian_every:
-        cfg.hessian_every = 1
+        cfg.hessian_every = 2  # RobustDARTS's scripts: --report_freq_hessian 2
     env = init_distributed(resolve_device(cfg.device))
     device, main = env.device, env.is_main
 
@@ -125,7 +129,7 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
         model = model.to(memory_format=torch.channels_last)
     impl = model.set_kernels(cfg.kernels, device)
     w_opt = torch.optim.SGD(model.weight_parameters(), cfg.lr, momentum=cfg.momentum,
-                            weight_decay=cfg.weight_decay)
+                            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     a_opt = torch.optim.Adam(model.arch_parameters(), cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
                              weight_decay=cfg.arch_weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.epochs, eta_min=cfg.lr_min)
@@ -186,21 +190,24 @@ def run_search(cfg: SearchConfig, given: set[str] = frozenset()) -> tuple[RunDir
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         try:
             stats = search_epoch(bilevel, train_loader, val_stream, lr, device, desc, cfg.progress and main,
-                                 cfg.channels_last, update_arch=epoch >= cfg.arch_warmup)
+                                 cfg.channels_last, update_arch=method.updates_arch(epoch, cfg.epochs, cfg.arch_warmup))
         except NonFiniteLossError as e:
             kept = f"the last good checkpoint (epoch {epoch}) is kept in {rd.path}" if epoch else \
                 "no epoch had completed, so there is no checkpoint"
             raise NonFiniteLossError(f"{e}; {kept}. Try a lower --lr or --arch-lr in a new run.") from None
         scheduler.step()
         genotype = model.genotype(cfg.max_skip)  # α are identical on every rank, so is the genotype
-        extra = dict(schedule)
-        if cfg.hessian_every and (epoch + 1) % cfg.hessian_every == 0:
+        extra = {**schedule, **method.epoch_metrics(model)}
+        last = epoch + 1 == cfg.epochs
+        if cfg.hessian_every and (epoch % cfg.hessian_every == 0 or last):  # RobustDARTS: epochs 0, K, 2K, ... and the last
             model.train()
+            # + the α weight decay: RobustDARTS differentiates the gradient with it added (the Hessian of the
+            # regularised validation loss, H + λI)
             extra["hessian_eigenvalue"] = _hessian_eigenvalue(model, val_eval_loader, device,
-                                                              lambda ts: all_reduce_mean(ts, env))
+                                                              lambda ts: all_reduce_mean(ts, env)) + cfg.arch_weight_decay
         if "genotypes" in stoppers:  # RobustDARTS returns the cell of the epoch the rule looks back to
             stoppers["genotypes"][epoch + 1] = genotype.to_dict()
-        stop = _check_stop(stoppers, epoch, genotype, extra)
+        stop = _check_stop(stoppers, epoch, genotype, extra, last)
         stop = broadcast_flag(bool(stop), env) and (stop or "rank 0 stopped early")
         if benchmark is not None:
             acc = benchmark.test_accuracy(genotype, cfg.dataset)
@@ -264,10 +271,11 @@ def make_stoppers(cfg: SearchConfig) -> dict:
     return {}
 
 
-def _check_stop(stoppers: dict, epoch: int, genotype, extra: dict) -> str | None:
+def _check_stop(stoppers: dict, epoch: int, genotype, extra: dict, last: bool = False) -> str | None:
     if "skip" in stoppers and stoppers["skip"].update(genotype):
         return stoppers["skip"].reason
-    if "hessian" in stoppers and "hessian_eigenvalue" in extra:
+    # RobustDARTS applies its rule before the last epoch only (the run ends there anyway, with its own cell)
+    if "hessian" in stoppers and "hessian_eigenvalue" in extra and not last:
         if stoppers["hessian"].update(epoch + 1, extra["hessian_eigenvalue"]):
             return stoppers["hessian"].reason
     return None
@@ -279,14 +287,15 @@ def _stopper_state(stoppers: dict, stop) -> dict:
 
 
 def _hessian_eigenvalue(model, loader, device, reduce, batches: int = 1) -> float:
-    """The dominant eigenvalue of ∇²_α L_val on the first ``batches`` validation batches (RobustDARTS), the same
-    batches every time, so that its changes come from the weights and α, not from the data."""
+    """The largest (signed) eigenvalue of ∇²_α L_val on the first ``batches`` validation batches (RobustDARTS's
+    ``max(eigvals(H))``), the same batches every time, so that its changes come from the weights and α, not from
+    the data (RobustDARTS takes the epoch's last search batch)."""
     data = []
     for x, y in loader:
         data.append((x.to(device), y.to(device)))
         if len(data) == batches:
             break
-    return dominant_hessian_eigenvalue(model, nn.CrossEntropyLoss(), data, reduce=reduce)
+    return largest_hessian_eigenvalue(model, nn.CrossEntropyLoss(), data, reduce=reduce)
 
 
 def report_cell(genotype: Genotype, rd: RunDir) -> dict:

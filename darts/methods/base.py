@@ -9,8 +9,11 @@ A method differs from DARTS in at most these places (NNI's and NASLib's "get / p
 * ``edge_coefficients``: a per-edge factor on each edge's output inside a node (PC-DARTS edge normalisation);
 * ``arch_loss``: a regulariser added to the validation loss of the α step;
 * ``weight_step_perturbation``: a change of α during the weight step only (SDARTS random smoothing);
-* ``start_epoch``: schedules (temperatures, decays), always a function of the epoch so resuming needs no state;
-* ``derive_weights``: the op strengths the discretizer reads.
+* ``start_epoch``: schedules (temperatures, decays), a function of the epoch and of what the checkpoint holds, so
+  resuming needs no other state;
+* ``updates_arch``: which epochs step α (``--arch-warmup`` freezes it for the first epochs);
+* ``derive_weights`` and ``cell_rule``: the op strengths the discretizer reads, and the rule it applies;
+* ``presets_for``: the settings of the method's authors, per search space and data-set scale.
 
 The supernet and the bilevel step call these hooks and nothing else; a new method is one subclass registered
 with :func:`darts.methods.register_method`.
@@ -33,22 +36,38 @@ class SearchMethod:
     Class attributes a subclass sets:
         name: the ``--method`` value.
         paper: the citation printed in ``--help`` and the README.
-        presets: config fields the method's paper sets differently from DARTS, used where the user did not set
-            them, for the full-size data sets (CIFAR, ImageFolder).
-        small_presets: the same for the small embedded/synthetic sets (epochs scaled down).
+        presets: config fields the method's authors set differently from DARTS, used where the user did not set
+            them: ``{"paper": {...}, "small": {...}, SPACE: {...}, "SPACE/paper": {...}, "SPACE/small": {...}}``.
+            ``paper`` applies to the full-size data sets (CIFAR, ImageFolder), ``small`` to the embedded and
+            synthetic sets (epochs scaled down); a space's entries apply in that space, after the scale's.
         generic_cell: True when the method changes how an edge or a node is computed, so the search cell runs
             edge by edge (each edge still through the ``--kernels`` mixed-op implementation) instead of the
             fused cell path.
         uses_all_weights: False when a step may leave some weights without a gradient (GDAS), which
             DistributedDataParallel must be told.
+        uses_op_mask: True to give every α group a boolean op mask (``model.alphas.mask(group)``): masked ops get
+            weight 0 and the rest of the edge's weights are renormalised, in the forward pass and the discretizer
+            (DrNAS's op pruning).
+        cell_rule, cell_threshold: the discretizer's rule (see :func:`darts.genotype.derive_genotype`) and the
+            threshold of the ``threshold`` rule, for the DARTS space.
     """
 
     name: ClassVar[str] = "darts"
     paper: ClassVar[str] = "Liu et al., DARTS: Differentiable Architecture Search, ICLR 2019"
-    presets: ClassVar[dict] = {}
-    small_presets: ClassVar[dict] = {}
+    presets: ClassVar[dict[str, dict]] = {}
     generic_cell: ClassVar[bool] = False
     uses_all_weights: ClassVar[bool] = True
+    uses_op_mask: ClassVar[bool] = False
+    cell_rule: str = "darts"
+    cell_threshold: float | None = None
+
+    def presets_for(self, space: str, paper_scale: bool) -> dict:
+        """The settings this method's authors use in ``space`` at the data set's scale (see ``presets``)."""
+        scale = "paper" if paper_scale else "small"
+        out: dict = {}
+        for key in (scale, space, f"{space}/{scale}"):
+            out.update(self.presets.get(key, {}))
+        return out
 
     # -- construction -----------------------------------------------------------------------------------
     def build_edge(self, C: int, stride: int, primitives: tuple[str, ...], search_bn: bool = True) -> nn.Module:
@@ -58,6 +77,10 @@ class SearchMethod:
     def extra_arch_shapes(self, groups: dict[str, int]) -> dict[str, tuple[int, ...]]:
         """Extra architecture parameters (name -> shape) given the α groups (name -> number of edges)."""
         return {}
+
+    def initial_alpha(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The initial value of an α group (DARTS: ``1e-3 · N(0, 1)``, ``cnn/model_search.py``)."""
+        return 1e-3 * torch.randn(*shape)
 
     # -- relaxation -------------------------------------------------------------------------------------
     def op_weights(self, alpha: torch.Tensor, group: str, training: bool) -> torch.Tensor:
@@ -86,6 +109,14 @@ class SearchMethod:
 
     def start_epoch(self, model, epoch: int, epochs: int) -> dict:
         """Set the schedules for 0-based ``epoch`` of ``epochs``; returns what to log (e.g. a temperature)."""
+        return {}
+
+    def updates_arch(self, epoch: int, epochs: int, warmup: int) -> bool:
+        """Whether 0-based ``epoch`` takes α steps, given ``--arch-warmup`` epochs of weight steps only."""
+        return epoch >= warmup
+
+    def epoch_metrics(self, model) -> dict:
+        """What to log after each epoch besides the common records (numbers only)."""
         return {}
 
     def describe(self) -> str:

@@ -5,26 +5,46 @@ from __future__ import annotations
 
 import torch
 
+from ..ops import DARTS_PRIMITIVES
 from .base import SearchMethod
+
+#: the authors' ops: the DARTS primitives without ``none`` (FairDARTS ``fairdarts/genotypes.py``)
+FAIR_PRIMITIVES = tuple(p for p in DARTS_PRIMITIVES if p != "none")
 
 
 class FairDARTS(SearchMethod):
     """Op weights ``σ(α)`` (Eq. 3): ops do not compete, so a skip connection cannot win only by starving the rest.
 
     Args:
-        zero_one_weight: ``w_01`` of the zero-one loss ``L_01 = −(1/N) Σ_i (σ(α_i) − 0.5)²`` over all N α
-            (Eq. 4), added to the validation loss; 10 in the paper.
-    The discretizer applies the DARTS rule (two strongest edges per node) to ``σ(α)``; the paper's threshold
-    σ > 0.85 is reported as ``above_threshold`` in the log.
+        zero_one_weight: ``w_01`` of the zero-one loss ``L_01 = −(1/N) Σ_i (σ(α_i) − 0.5)²`` over all N α of both
+            cells (Eq. 4, the authors' ``ConvSeparateLoss``), added to the validation loss from the first epoch;
+            10 in the paper.
+        cell_rule: ``threshold`` (the authors' default, ``threshold_sparse``): each node takes the DARTS rule's two
+            edges and keeps each one's op only if ``σ ≥ threshold``, so a node has 0, 1 or 2 ops and the derived
+            cells may be sparse; ``darts``: the DARTS rule on ``σ(α)``.
+        threshold: the σ a kept op must reach (the authors' ``--op_threshold`` 0.85).
+    α starts at 0 (σ = 0.5), as in the authors' ``model_search.py``. Every epoch logs how many α of each cell
+    have ``σ ≥ threshold`` (``above_threshold_normal``, ``above_threshold_reduce``).
     """
 
     name = "fairdarts"
     paper = "Chu et al., Fair DARTS: Eliminating Unfair Advantages in Differentiable Architecture Search, ECCV 2020"
-    presets = dict(arch_lr=3e-4, arch_weight_decay=1e-3)
-    threshold = 0.85
+    # fairdarts/train_search.py and architect.py: batch 128, lr 0.005 -> 0.001, α Adam 3e-3 with betas (0.9, 0.999)
+    presets = {
+        "paper": dict(batch_size=128, lr=0.005, lr_min=0.001, arch_lr=3e-3, arch_weight_decay=1e-3, arch_beta1=0.9),
+        "small": dict(arch_lr=3e-3, arch_weight_decay=1e-3, arch_beta1=0.9),
+        "darts": dict(primitives=FAIR_PRIMITIVES),
+    }
 
-    def __init__(self, zero_one_weight: float = 10.0):
-        self.zero_one_weight = zero_one_weight
+    def __init__(self, zero_one_weight: float = 10.0, cell_rule: str = "threshold", threshold: float = 0.85):
+        if cell_rule not in ("threshold", "darts"):
+            raise ValueError(f"FairDARTS cell rule must be threshold or darts, got {cell_rule!r}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"FairDARTS threshold must be in (0, 1), got {threshold}")
+        self.zero_one_weight, self.cell_rule, self.cell_threshold = zero_one_weight, cell_rule, threshold
+
+    def initial_alpha(self, shape):
+        return torch.zeros(*shape)
 
     def op_weights(self, alpha, group, training):
         return torch.sigmoid(alpha)
@@ -33,5 +53,10 @@ class FairDARTS(SearchMethod):
         sig = torch.cat([torch.sigmoid(model.alphas.group(g)).flatten() for g in model.alphas.groups])
         return -self.zero_one_weight * ((sig - 0.5) ** 2).mean()
 
+    def epoch_metrics(self, model):
+        return {f"above_threshold_{g}": int((torch.sigmoid(model.alphas.group(g)) >= self.cell_threshold).sum())
+                for g in model.alphas.groups}
+
     def describe(self):
-        return f"fairdarts (zero-one loss weight {self.zero_one_weight})"
+        rule = f"threshold {self.cell_threshold}" if self.cell_rule == "threshold" else "DARTS"
+        return f"fairdarts (zero-one loss weight {self.zero_one_weight}, {rule} cell rule)"

@@ -15,11 +15,24 @@ class SampledMixedOp(MixedOp):
 
     ``h`` is the straight-through sample (value one-hot, gradient of the soft sample), so the gradient reaches
     every α of the edge through ``h_k`` and the softmax, while the other K-1 ops cost nothing (GDAS Sec. 3.2).
+
+    ``unsampled_terms``: also add the weights ``h_j`` of the unsampled ops themselves, ``h_k·op_k(x) + Σ_{j≠k} h_j``,
+    as the authors' NAS-Bench-201 search cell does (``forward_gdas`` of AutoDL-Projects' ``NAS201SearchCell``). Their
+    value is exactly 0, but each gets the gradient ``Σ ∂L/∂y``, so every α of the edge sees the data directly, not
+    only through the softmax of ``h_k``, and an edge whose sample is ``none`` still moves its α. Their DARTS-space cell
+    computes ``h_k·op_k(x)`` only (the default here).
     """
+
+    def __init__(self, C, stride, primitives, search_bn=True, unsampled_terms: bool = False):
+        super().__init__(C, stride, primitives, search_bn=search_bn)
+        self.unsampled_terms = unsampled_terms
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         k = int(weights.detach().argmax())
-        return weights[k] * self.candidates[k](x)
+        y = weights[k] * self.candidates[k](x)
+        if self.unsampled_terms:
+            y = y + torch.cat([weights[:k], weights[k + 1:]]).sum()  # exactly 0 in value; its gradient is not
+        return y
 
 
 class GDAS(SearchMethod):
@@ -28,25 +41,44 @@ class GDAS(SearchMethod):
     Training forward (Eq. 5-6): ``h = one_hot(argmax(log softmax(α) + g))`` with Gumbel noise ``g``, and
     backward through ``softmax((log softmax(α) + g) / τ)`` (straight-through). The noise is drawn once per α step
     and once per weight step (:meth:`resample`), so the passes of a second-order step see the same sample.
-    Evaluation uses ``one_hot(argmax α)``; the discretizer reads ``softmax(α)``. τ decays linearly from 10 to 0.1
-    over the search (Sec. 4.1).
+    Evaluation uses ``one_hot(argmax α)``. τ decays linearly with the epoch, ``τ_max − (τ_max − τ_min)·e/(E − 1)``,
+    from 10 to 0.1 (Sec. 4.1, and AutoDL-Projects' ``GDAS.py``).
+
+    Args:
+        tau_max, tau_min: the temperature schedule's ends.
+        cell_rule: ``pairs`` (the authors' DARTS-space rule: each node keeps its two strongest (op, input) pairs
+            over all incoming edges, so both may read one input) or ``darts`` (two distinct edges per node), both on
+            ``softmax(α)``. NAS-Bench-201 cells take every edge's strongest op whatever the rule.
+        unsampled_terms: add the zero-valued straight-through weights of the unsampled ops to each edge (see
+            :class:`SampledMixedOp`), as the authors' NAS-Bench-201 cell does; the presets turn it on there.
     """
 
     name = "gdas"
     paper = "Dong and Yang, Searching for A Robust Neural Architecture in Four GPU Hours, CVPR 2019"
-    presets = dict(arch_lr=3e-4, arch_weight_decay=1e-3)
-    small_presets = dict(arch_lr=3e-3)  # a few hundred steps: α must move faster than on CIFAR to show anything
+    # AutoDL-Projects' configs/search-opts/GDAS-NASNet-CIFAR.config (DARTS space) and
+    # configs/nas-benchmark/algos/GDAS.config (NAS-Bench-201, batch 64), with Adam 3e-4 / 1e-3 for α.
+    presets = {
+        "paper": dict(epochs=250, batch_size=256, weight_decay=5e-4, nesterov=True, arch_lr=3e-4,
+                      arch_weight_decay=1e-3),
+        "small": dict(arch_lr=3e-3),  # a few hundred steps: α must move faster than on CIFAR to show anything
+        "nb201": dict(gdas_unsampled_terms=True),
+        "nb201/paper": dict(batch_size=64),
+    }
     generic_cell = True
     uses_all_weights = False
 
-    def __init__(self, tau_max: float = 10.0, tau_min: float = 0.1):
+    def __init__(self, tau_max: float = 10.0, tau_min: float = 0.1, cell_rule: str = "pairs",
+                 unsampled_terms: bool = False):
         if not 0 < tau_min <= tau_max:
             raise ValueError(f"GDAS needs 0 < tau_min <= tau_max, got {tau_min}, {tau_max}")
+        if cell_rule not in ("pairs", "darts"):
+            raise ValueError(f"GDAS cell rule must be pairs or darts, got {cell_rule!r}")
         self.tau_max, self.tau_min, self.tau = tau_max, tau_min, tau_max
+        self.cell_rule, self.unsampled_terms = cell_rule, unsampled_terms
         self._gumbel: dict[str, torch.Tensor] = {}
 
     def build_edge(self, C, stride, primitives, search_bn=True):
-        return SampledMixedOp(C, stride, primitives, search_bn=search_bn)
+        return SampledMixedOp(C, stride, primitives, search_bn=search_bn, unsampled_terms=self.unsampled_terms)
 
     def resample(self, model):
         self._gumbel = {}
@@ -76,4 +108,5 @@ class GDAS(SearchMethod):
         return {"tau": self.tau}
 
     def describe(self):
-        return f"gdas (tau {self.tau_max} -> {self.tau_min})"
+        extra = ", unsampled ops' weights in each edge" if self.unsampled_terms else ""
+        return f"gdas (tau {self.tau_max} -> {self.tau_min}, {self.cell_rule} cell rule{extra})"

@@ -49,8 +49,8 @@ class PCDARTS(SearchMethod):
 
     name = "pcdarts"
     paper = "Xu et al., PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search, ICLR 2020"
-    presets = dict(batch_size=256, lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_weight_decay=1e-3, arch_warmup=15)
-    small_presets = dict(lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_weight_decay=1e-3, arch_warmup=2)
+    presets = {"paper": dict(batch_size=256, lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_weight_decay=1e-3, arch_warmup=15),
+               "small": dict(lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_weight_decay=1e-3, arch_warmup=2)}
     generic_cell = True
 
     def __init__(self, k: int = 4):

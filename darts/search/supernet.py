@@ -21,30 +21,52 @@ log = logging.getLogger(__name__)
 
 
 class ArchParameters(nn.Module):
-    """The architecture parameters: one ``(edges, K)`` α per cell type, initialised as 1e-3·N(0, 1), and any
-    extra parameters a method adds (PC-DARTS's edge β), in a fixed order.
+    """The architecture parameters: one ``(edges, K)`` α per cell type, initialised as 1e-3·N(0, 1) (or by the
+    method's ``initial_alpha``), and any extra parameters a method adds (PC-DARTS's edge β), in a fixed order.
 
     Args:
         groups: cell type -> number of edges (``{"normal": 14, "reduce": 14}`` in DARTS), or one int for that
             DARTS layout.
         num_ops: K, the number of primitives.
         extra: name -> shape of method-specific parameters, created after the α.
+        init: ``shape -> tensor``, the initial α (default ``1e-3 · N(0, 1)``).
+        masks: also keep a boolean op mask per group (buffers ``mask_<group>``, all True at first; see
+            :meth:`mask`).
     """
 
-    def __init__(self, groups: dict[str, int] | int, num_ops: int, extra: dict[str, tuple[int, ...]] | None = None):
+    def __init__(self, groups: dict[str, int] | int, num_ops: int, extra: dict[str, tuple[int, ...]] | None = None,
+                 init=None, masks: bool = False):
         super().__init__()
         if isinstance(groups, int):
             groups = {"normal": groups, "reduce": groups}
         self.groups = tuple(groups)
         for name, edges in groups.items():
-            self.register_parameter(name, nn.Parameter(1e-3 * torch.randn(edges, num_ops)))
+            value = init((edges, num_ops)) if init is not None else 1e-3 * torch.randn(edges, num_ops)
+            self.register_parameter(name, nn.Parameter(value))
         self.extra_names = tuple(extra or {})
         for name, shape in (extra or {}).items():
             self.register_parameter(name, nn.Parameter(1e-3 * torch.randn(*shape)))
+        self.masked = masks
+        if masks:
+            for name, edges in groups.items():
+                self.register_buffer(f"mask_{name}", torch.ones(edges, num_ops, dtype=torch.bool))
 
     def group(self, name: str) -> nn.Parameter:
         """α of one cell type, ``(edges, K)``."""
         return getattr(self, name)
+
+    def mask(self, name: str) -> torch.Tensor | None:
+        """The op mask ``(edges, K)`` of one cell type (False: the op is pruned), or None without masks."""
+        return getattr(self, f"mask_{name}") if self.masked else None
+
+    def apply_mask(self, name: str, weights: torch.Tensor) -> torch.Tensor:
+        """``weights`` with the pruned ops set to 0 and each edge renormalised over the ops it keeps (DrNAS
+        ``process_step_vector``); unchanged without masks or while nothing is pruned."""
+        mask = self.mask(name)
+        if mask is None or bool(mask.all()):
+            return weights
+        kept = weights * mask
+        return kept / kept.sum(-1, keepdim=True)
 
     def all(self) -> list[nn.Parameter]:
         """Every architecture parameter: the α groups in order, then the extras."""
@@ -74,7 +96,8 @@ class SupernetBase(nn.Module):
     def edge_weights(self) -> tuple[torch.Tensor, ...]:
         """Op weights ``(edges, K)`` of every cell type: softmax(α) for DARTS (Eq. 2), or the method's relaxation
         (see :meth:`darts.methods.SearchMethod.op_weights`)."""
-        return tuple(self.method.op_weights(self.alphas.group(g), g, self.training) for g in self.alphas.groups)
+        return tuple(self.alphas.apply_mask(g, self.method.op_weights(self.alphas.group(g), g, self.training))
+                     for g in self.alphas.groups)
 
     def edge_coefficients(self) -> tuple[torch.Tensor | None, ...]:
         """The method's per-edge factors of every cell type (None for most methods)."""
@@ -83,7 +106,7 @@ class SupernetBase(nn.Module):
     def strengths(self) -> tuple[torch.Tensor, ...]:
         """The op strengths ``(edges, K)`` the discretizer reads, per cell type (softmax(α) for DARTS)."""
         with torch.no_grad():
-            return tuple(self.method.derive_weights(self, g) for g in self.alphas.groups)
+            return tuple(self.alphas.apply_mask(g, self.method.derive_weights(self, g)) for g in self.alphas.groups)
 
     def set_kernels(self, kernels: str, device=None) -> str:
         """Choose the mixed-op and cell implementation for ``device`` (default: where the model lives); returns it.
@@ -191,7 +214,8 @@ class Supernet(SupernetBase):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         groups = {"normal": num_edges(steps), "reduce": num_edges(steps)}
-        self.alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups))
+        self.alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups),
+                                     init=self.method.initial_alpha, masks=self.method.uses_op_mask)
         self._impl_device = None
 
     space = "darts"
@@ -201,9 +225,11 @@ class Supernet(SupernetBase):
         return [2 + i for i in range(self.steps)]
 
     def genotype(self, max_skip: int | None = None) -> Genotype:
-        """The discrete cell that α encodes now (the DARTS rule, :func:`darts.genotype.derive_genotype`)."""
+        """The discrete cell that α encodes now, by the method's cell rule (the DARTS rule unless it says otherwise,
+        :func:`darts.genotype.derive_genotype`)."""
         wn, wr = self.strengths()
-        return derive_genotype(wn, wr, self.primitives, self.steps, self.multiplier, max_skip=max_skip)
+        return derive_genotype(wn, wr, self.primitives, self.steps, self.multiplier, max_skip=max_skip,
+                               rule=self.method.cell_rule, threshold=self.method.cell_threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, in_channels, H, W) with H, W divisible by 4. Returns logits (B, num_classes)."""

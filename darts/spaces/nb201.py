@@ -356,7 +356,8 @@ class NB201Supernet(SupernetBase):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         groups = {"cell": len(NB201_EDGES)}
-        self.alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups))
+        self.alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups),
+                                     init=self.method.initial_alpha, masks=self.method.uses_op_mask)
         self._impl_device = None
 
     def node_in_degrees(self) -> list[int]:

@@ -41,8 +41,9 @@ def test_every_method_steps_and_moves_alpha(name, order, one_thread):
     s = bilevel(model, order).step(batch(), batch(), 0.05)
     assert math.isfinite(s.val_loss) and math.isfinite(s.train_loss)
     assert all(not torch.equal(a, b) for a, b in zip(model.arch_parameters(), before))
-    g = model.genotype()
-    assert len(g.normal) == 4 and set(g.ops()) <= set(OPS) - {"none"}
+    g = model.genotype().validate()
+    # two ops per node, or fewer under FairDARTS's threshold rule
+    assert (len(g.normal) == 4 or model.method.cell_rule == "threshold") and set(g.ops()) <= set(OPS) - {"none"}
 
 
 @pytest.mark.parametrize("name", ["fairdarts", "pcdarts", "darts-", "gdas"])
@@ -184,6 +185,83 @@ def test_gdas_noise_is_fixed_between_resamples_and_tau_anneals():
     torch.testing.assert_close(model.edge_weights()[0], F.one_hot(model.alphas.normal.argmax(1), 5).float())
 
 
+def straight_through(alpha, noise, tau):
+    """GDAS's hard weights written out (AutoDL ``forward``: one_h - probs.detach() + probs)."""
+    probs = F.softmax((F.log_softmax(alpha, -1) + noise) / tau, -1)
+    index = probs.argmax(-1, keepdim=True)
+    one_h = torch.zeros_like(probs).scatter_(-1, index, 1.0)
+    return one_h - probs.detach() + probs, index.squeeze(-1)
+
+
+@pytest.mark.parametrize("unsampled_terms", [True, False])
+def test_gdas_nb201_edges_add_the_unsampled_weights(unsampled_terms, one_thread):
+    """The authors' NB201 cell: Σ_k (h_k·op_k(x) if k is sampled else h_k), against a dense computation of every op."""
+    from darts.spaces.nb201 import NB201_EDGES, NB201_PRIMITIVES as P201, NB201SearchCell
+
+    torch.manual_seed(4)
+    cell = NB201SearchCell(4, P201, GDAS(unsampled_terms=unsampled_terms)).train()
+    x = torch.randn(3, 4, 6, 6)
+    alpha = torch.randn(6, 5)
+    last = NB201_EDGES.index((3, 2))
+    alpha[last, P201.index("none")] = 6.0  # edge 3<-2, into the cell output, samples `none`
+    alpha.requires_grad_(True)
+    noise = -torch.log(-torch.log(torch.rand(6, 5).clamp(1e-10, 1 - 1e-7)))
+    h, index = straight_through(alpha, noise, tau=2.0)
+    assert int(index[last]) == P201.index("none")
+    c = torch.randn(3, 4, 6, 6)
+    g_ours, = torch.autograd.grad((cell(x, h) * c).sum(), alpha)
+
+    h2, _ = straight_through(alpha, noise, tau=2.0)
+    nodes = [x]
+    for i in range(1, 4):
+        total = 0
+        for j in range(i):
+            e = NB201_EDGES.index((i, j))
+            outs = [op(nodes[j]) for op in cell.edges[e].candidates]  # every op, densely
+            for k, y in enumerate(outs):
+                if k == int(index[e]):
+                    total = total + h2[e, k] * y
+                elif unsampled_terms:
+                    total = total + h2[e, k]
+        nodes.append(total)
+    g_dense, = torch.autograd.grad((nodes[3] * c).sum(), alpha)
+    torch.testing.assert_close(g_ours, g_dense)
+    if unsampled_terms:
+        assert g_ours[last].abs().min() > 0  # every α of the `none` edge moves
+    else:
+        assert torch.count_nonzero(g_ours[last]) == 0  # the value h_none · 0 carries no gradient
+
+
+def test_gdas_uses_the_unsampled_terms_in_nb201_only():
+    from darts.config import SearchConfig, apply_presets
+
+    nb = apply_presets(SearchConfig(method="gdas", space="nb201"))
+    assert nb.gdas_unsampled_terms is True
+    assert apply_presets(SearchConfig(method="gdas")).gdas_unsampled_terms is None  # the class default: off
+    assert GDAS().unsampled_terms is False
+
+
+def test_gdas_pairs_rule_may_take_both_inputs_from_one_node():
+    from darts.genotype import derive_genotype
+
+    # OPS = none, skip_connect, sep_conv_3x3, max_pool_3x3, avg_pool_3x3; rows are edges 2<-0, 2<-1, 3<-0, 3<-1, 3<-2
+    w = torch.tensor([[0.0, 0.5, 0.4, 0.05, 0.05],   # node 2: input 0 has the two strongest ops
+                      [0.2, 0.1, 0.2, 0.3, 0.2],
+                      [0.05, 0.05, 0.8, 0.05, 0.05],
+                      [0.2, 0.2, 0.2, 0.2, 0.2],
+                      [0.0, 0.6, 0.05, 0.3, 0.05]])
+    darts_rule = derive_genotype(w, w, OPS, steps=2)
+    pairs_rule = derive_genotype(w, w, OPS, steps=2, rule="pairs")
+    assert darts_rule.normal == (("skip_connect", 0), ("max_pool_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2))
+    assert pairs_rule.normal == (("skip_connect", 0), ("sep_conv_3x3", 0), ("sep_conv_3x3", 0), ("skip_connect", 2))
+    model = tiny(GDAS())
+    with torch.no_grad():  # softmax(log w) = w
+        model.alphas.normal.copy_(torch.log(w.clamp_min(1e-12)))
+    assert model.genotype().normal == pairs_rule.normal  # the method's default rule
+    model.method.cell_rule = "darts"
+    assert model.genotype().normal == darts_rule.normal
+
+
 # -- Fair DARTS ---------------------------------------------------------------------------------------
 def test_fairdarts_sigmoid_weights_are_not_normalised_and_zero_one_loss():
     model = tiny(FairDARTS(zero_one_weight=10.0))
@@ -244,6 +322,116 @@ def test_drnas_kl_regulariser_matches_the_closed_form():
     assert DrNAS(reg="l2").arch_loss(model) is None
 
 
+def test_fairdarts_threshold_rule_keeps_strong_ops_of_the_darts_edges():
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    sig = torch.full((5, 5), 0.1)
+    # OPS = none, skip_connect, sep_conv_3x3, max_pool_3x3, avg_pool_3x3; rows: 2<-0, 2<-1, 3<-0, 3<-1, 3<-2
+    sig[0, 2], sig[1, 3] = 0.9, 0.6          # node 2: two edges by the DARTS rule; only 2<-0 reaches 0.85
+    sig[2, 1], sig[3, 3], sig[4, 4] = 0.95, 0.88, 0.2  # node 3: 3<-0 and 3<-1 both reach it
+    sig[0, 0] = 0.99                          # `none` never counts
+    model = tiny(FairDARTS())
+    assert torch.count_nonzero(model.alphas.normal) == 0  # α starts at 0, as the authors'
+    with torch.no_grad():
+        model.alphas.normal.copy_(sig.clone().apply_(logit))
+        model.alphas.reduce.copy_(torch.full((5, 5), logit(0.5)))
+    g = model.genotype()
+    assert g.edges("normal") == (("sep_conv_3x3", 0, 2), ("skip_connect", 0, 3), ("max_pool_3x3", 1, 3))
+    assert g.normal_concat == (2, 3)
+    # nothing reaches the threshold in the reduction cell: it keeps node 2's strongest op, so it has an output
+    assert len(g.reduce) == 1 and g.reduce_concat == (2,)
+    assert model.method.epoch_metrics(model) == {"above_threshold_normal": 4, "above_threshold_reduce": 0}
+    # node 2 below the threshold is absent, and node 3's strong edge from it goes with it; nothing is left, so the
+    # cell keeps node 2's strongest op (the DARTS rule's first edge there, max_pool_3x3 on input 1)
+    with torch.no_grad():
+        sig[0, 2] = 0.5
+        sig[2, 1], sig[3, 3], sig[4, 4] = 0.1, 0.1, 0.95
+        model.alphas.normal.copy_(sig.clone().apply_(logit))
+    assert model.genotype().edges("normal") == (("max_pool_3x3", 1, 2),)
+    model.method.cell_rule = "darts"
+    assert len(model.genotype().normal) == 4
+
+
+def test_fairdarts_authors_defaults():
+    from darts.config import SearchConfig, apply_presets
+    from darts.methods.fairdarts import FAIR_PRIMITIVES
+
+    cfg = apply_presets(SearchConfig(method="fairdarts", dataset="cifar10"))
+    # fairdarts/train_search.py: batch 128, lr 0.005 -> 0.001; architect.py: Adam 3e-3, betas (0.9, 0.999), wd 1e-3
+    assert (cfg.batch_size, cfg.lr, cfg.lr_min, cfg.arch_lr, cfg.arch_beta1, cfg.arch_weight_decay) == \
+        (128, 0.005, 0.001, 3e-3, 0.9, 1e-3)
+    assert cfg.primitives == FAIR_PRIMITIVES and "none" not in cfg.primitives and len(cfg.primitives) == 7
+    assert cfg.fair_cell_rule == "threshold" and cfg.fair_threshold == 0.85
+
+
+# -- DrNAS: the ranking, pruning and defaults -------------------------------------------------------------
+def test_drnas_ranks_edges_by_softmax_not_by_the_dirichlet_mean():
+    model = tiny(DrNAS())
+    a = torch.zeros(5, 5)
+    a[:, 0] = -10.0  # none
+    # node 3 (rows 2, 3, 4 read nodes 0, 1, 2): the two rankings keep different inputs
+    a[2] = torch.tensor([-10.0, 3.0, 3.0, -5.0, -5.0])
+    a[3] = torch.tensor([-10.0, 4.0, 1.0, 1.0, 1.0])
+    a[4] = torch.tensor([-10.0, 2.0, 0.5, 0.5, 0.5])
+    soft = [max(math.exp(v) for v in row[1:]) / sum(math.exp(v) for v in row) for row in a[2:].tolist()]
+    elu1 = lambda v: v + 1 if v > 0 else math.exp(v)  # noqa: E731  ELU(v) + 1
+    mean = [max(elu1(v) for v in row[1:]) / sum(elu1(v) for v in row) for row in a[2:].tolist()]
+    by_softmax = sorted(sorted(range(3), key=lambda j: -soft[j])[:2])
+    by_mean = sorted(sorted(range(3), key=lambda j: -mean[j])[:2])
+    assert by_softmax == [1, 2] and by_mean == [0, 1]
+    with torch.no_grad():
+        model.alphas.normal.copy_(a)
+    assert sorted(j for _, j in model.genotype().normal[2:]) == by_softmax
+
+
+def test_drnas_prunes_ops_at_the_stage_boundary_and_warms_up_per_stage(one_thread):
+    model = tiny(DrNAS(keep_ops=2))
+    assert all(isinstance(e, PartialMixedOp) and e.k == 4 for e in model.cells[0].edges)  # 1/K of the channels
+    with torch.no_grad():
+        for a in model.arch_parameters():
+            a.normal_(0, 1)
+    before = [a.detach().clone() for a in model.arch_parameters()]
+    model.method.start_epoch(model, 1, 4)
+    assert model.alphas.mask("normal").all()  # stage 1: nothing pruned
+    model.method.start_epoch(model, 2, 4)  # the second stage starts at epoch 4 // 2
+    for a, b, g in zip(model.arch_parameters(), before, model.alphas.groups):
+        keep = [sorted(range(5), key=lambda k: -row[k])[:2] for row in b.tolist()]
+        mask = torch.zeros(b.shape, dtype=torch.bool)
+        for e, ks in enumerate(keep):
+            mask[e, ks] = True
+        assert torch.equal(model.alphas.mask(g), mask)
+        torch.testing.assert_close(a.detach(), torch.where(mask, b, torch.zeros_like(b)))  # kept α unchanged
+    model.method.start_epoch(model, 3, 4)  # a later epoch (or a resumed run) prunes nothing more
+    assert int(model.alphas.mask("normal").sum()) == 5 * 2
+    model.train()
+    w = model.edge_weights()[0]
+    assert torch.all(w[~model.alphas.mask("normal")] == 0)
+    torch.testing.assert_close(w.sum(1), torch.ones(5))
+    mask = model.alphas.mask("normal")
+    for k, (op, j) in enumerate(model.genotype().normal):  # edge k feeds node 2 + k // 2: rows 0-1, then 2-4
+        assert mask[(0 if k < 2 else 2) + j, OPS.index(op)], "the discretizer picked a pruned op"
+    m = model.method
+    assert [m.updates_arch(e, 4, 1) for e in range(4)] == [False, True, False, True]  # --arch-warmup per stage
+    assert [DrNAS(keep_ops=0).updates_arch(e, 4, 1) for e in range(4)] == [False, True, True, True]
+
+
+@pytest.mark.parametrize("reg,wd", [("l2", 1e-3), ("kl", 0.0)])
+def test_drnas_authors_defaults(reg, wd):
+    from darts.config import SearchConfig, apply_presets
+    from darts.methods.drnas import DRNAS_PRIMITIVES
+
+    cfg = apply_presets(SearchConfig(method="drnas", dataset="cifar10", drnas_reg=reg))
+    # DARTS-space/train_search.py + architect.py: lr 0.1 -> 0, α Adam 6e-4 with weight decay reg_scale for l2 and 0
+    # for kl, 36 channels, 20 cells, 50 epochs, 10 warm-up epochs (per stage), no `none`
+    assert (cfg.lr, cfg.lr_min, cfg.arch_lr, cfg.arch_weight_decay) == (0.1, 0.0, 6e-4, wd)
+    assert (cfg.init_channels, cfg.layers, cfg.epochs, cfg.arch_warmup, cfg.primitives) == \
+        (36, 20, 50, 10, DRNAS_PRIMITIVES)
+    assert SearchConfig().drnas_reg == "l2"
+    nb = apply_presets(SearchConfig(method="drnas", dataset="cifar10", space="nb201"))
+    # 201-space/train_search.py: 100 epochs, lr 0.025 -> 0.001, wd 3e-4, α Adam 3e-4, all channels, no pruning
+    assert (nb.epochs, nb.lr, nb.lr_min, nb.weight_decay, nb.nesterov, nb.arch_lr, nb.drnas_k, nb.drnas_keep_ops,
+            nb.arch_warmup, nb.init_channels) == (100, 0.025, 0.001, 3e-4, False, 3e-4, 1, 0, 0, 16)
+
+
 # -- DARTS- -------------------------------------------------------------------------------------------
 def test_darts_minus_adds_the_decaying_auxiliary_skip(one_thread):
     torch.manual_seed(0)
@@ -263,20 +451,68 @@ def test_darts_minus_adds_the_decaying_auxiliary_skip(one_thread):
 
 
 # -- SDARTS-RS ----------------------------------------------------------------------------------------
-def test_sdarts_perturbs_alpha_only_inside_the_weight_step(one_thread):
+def smoothed_by_hand(alpha, u):
+    """The authors' random smoothing written out (SmoothDARTS ``Random_alpha`` + ``clip``), given the noise ``u``."""
+    out = []
+    for a_row, u_row in zip(alpha.tolist(), u.tolist()):
+        e = [math.exp(v) for v in a_row]
+        p = [v / sum(e) for v in e]
+        line = [pi + ui for pi, ui in zip(p, u_row)]
+        top = max(range(len(line)), key=lambda k: line[k])  # the argmax before clamping
+        line = [min(max(v, 0.0), 1.0) for v in line]
+        if sum(line) == 0:
+            line[top] = 1.0
+        out.append([v / sum(line) for v in line])
+    return torch.tensor(out, dtype=alpha.dtype)
+
+
+def test_sdarts_weight_step_sees_the_authors_smoothed_softmax(one_thread):
     model = tiny(SDARTSRS(epsilon=0.3, epsilon_min=0.03))
-    assert math.isclose(model.method.start_epoch(model, 5, 10)["epsilon"], 0.03 + 0.27 * 0.5)
+    model.method.start_epoch(model, 5, 10)
+    with torch.no_grad():
+        for a in model.arch_parameters():
+            a.normal_(0, 1)
     seen = []
-    model.stem.register_forward_hook(lambda *a: seen.append([p.detach().clone() for p in model.arch_parameters()]))
+    model.cells[0].register_forward_pre_hook(lambda mod, args: seen.append(args[2].detach().clone()))
     before = [a.detach().clone() for a in model.arch_parameters()]
-    bo = bilevel(model)
-    bo.weight_step(batch())
-    inside = seen[-1]
-    diffs = [(i - b).abs() for i, b in zip(inside, before)]
-    assert all(d.max() <= model.method.epsilon + 1e-6 and d.max() > 0 for d in diffs)
-    assert all(torch.equal(a, b) for a, b in zip(model.arch_parameters(), before))  # restored exactly
-    bo.arch_gradient(batch(), batch(), 0.05)
-    assert all(torch.equal(s, b) for s, b in zip(seen[-1], before))  # the α step sees α itself
+    tr = batch()
+    torch.manual_seed(7)
+    bilevel(model).weight_step(tr)
+    torch.manual_seed(7)  # the same draws, in the same order: normal, then reduce
+    u = [torch.empty_like(a).uniform_(-model.method.epsilon, model.method.epsilon) for a in before]
+    expected = smoothed_by_hand(before[0], u[0])
+    torch.testing.assert_close(seen[-1], expected)  # fed to the cells as they are: no second softmax
+    assert all(torch.equal(a, b) for a, b in zip(model.arch_parameters(), before))  # α itself never moves
+    bilevel(model).arch_gradient(batch(), batch(), 0.05)
+    torch.testing.assert_close(seen[-1], F.softmax(before[0], -1))  # the α step sees softmax(α)
+
+
+def test_sdarts_smoothing_clips_renormalises_and_zeroes_ops():
+    from darts.methods.sdarts import random_smoothing
+
+    # α = 0 over 7 ops: p = 1/7, and an op is switched off when U(-ε, ε) < -1/7: probability (ε - 1/7) / 2ε
+    p = torch.full((2000, 7), 1 / 7, dtype=torch.float64)
+    w = random_smoothing(p, 0.3)
+    torch.testing.assert_close(w.sum(1), torch.ones(2000, dtype=torch.float64))
+    assert w.min() >= 0 and w.max() <= 1
+    assert abs(float((w == 0).double().mean()) - (0.3 - 1 / 7) / 0.6) < 0.01
+    assert not (random_smoothing(p, 0.03) == 0).any()
+    # rows that clip to all zeros: with ε = 5 over 3 ops about a tenth of them; the largest perturbed entry wins
+    torch.manual_seed(1)
+    logits = torch.randn(200, 3, dtype=torch.float64)
+    torch.manual_seed(2)
+    w = random_smoothing(F.softmax(logits, -1), 5.0)
+    torch.manual_seed(2)
+    u = torch.empty_like(logits).uniform_(-5.0, 5.0)
+    assert int(((F.softmax(logits, -1) + u).clamp(0, 1).sum(1) == 0).sum()) > 5
+    torch.testing.assert_close(w, smoothed_by_hand(logits, u))
+
+
+def test_sdarts_epsilon_schedule_is_the_authors_e_over_E():
+    m = SDARTSRS(epsilon=0.3, epsilon_min=0.03)
+    # train_search.py: epsilon_alpha = 0.03 + (0.3 - 0.03) * epoch / epochs, epoch counted from 0
+    assert m.start_epoch(None, 0, 50)["epsilon"] == 0.03
+    assert math.isclose(m.start_epoch(None, 49, 50)["epsilon"], 0.03 + 0.27 * 49 / 50)
 
 
 # -- warm-up --------------------------------------------------------------------------------------------
@@ -286,3 +522,38 @@ def test_step_without_arch_update_leaves_alpha(one_thread):
     s = bilevel(model).step(batch(), batch(), 0.05, update_arch=False)
     assert math.isnan(s.val_loss)
     assert all(torch.equal(a, b) for a, b in zip(model.arch_parameters(), before))
+
+
+# -- each method's authors' search space and optimiser settings -----------------------------------------------
+@pytest.mark.parametrize("name,has_none", [("darts", True), ("pcdarts", True), ("gdas", True), ("darts-", True),
+                                           ("drnas", False), ("fairdarts", False), ("sdarts-rs", False)])
+def test_each_method_searches_its_authors_primitives(name, has_none):
+    from darts.config import SearchConfig, apply_presets
+    from darts.ops import DARTS_PRIMITIVES
+    from darts.spaces.nb201 import NB201_PRIMITIVES
+
+    prims = apply_presets(SearchConfig(method=name)).primitives
+    assert prims == (DARTS_PRIMITIVES if has_none else tuple(p for p in DARTS_PRIMITIVES if p != "none"))
+    given = ("none", "skip_connect", "sep_conv_3x3")
+    assert apply_presets(SearchConfig(method=name, primitives=given)).primitives == given
+    assert apply_presets(SearchConfig(method=name, space="nb201")).primitives == NB201_PRIMITIVES
+
+
+def test_optimiser_defaults_of_autodl_for_nb201_and_gdas():
+    from darts.config import SearchConfig, apply_presets
+
+    c = lambda **kw: apply_presets(SearchConfig(dataset="cifar10", **kw))  # noqa: E731
+    darts = c()
+    assert (darts.weight_decay, darts.nesterov, darts.epochs, darts.batch_size) == (3e-4, False, 50, 64)
+    # AutoDL-Projects configs/nas-benchmark/algos/DARTS.config and GDAS.config: SGD lr 0.025 -> 0.001, Nesterov,
+    # weight decay 5e-4, batch 64; 50 epochs for DARTS, 250 for GDAS
+    nb = c(space="nb201")
+    assert (nb.lr, nb.lr_min, nb.weight_decay, nb.nesterov, nb.epochs, nb.batch_size) == \
+        (0.025, 0.001, 5e-4, True, 50, 64)
+    gdas_nb = c(space="nb201", method="gdas")
+    assert (gdas_nb.weight_decay, gdas_nb.nesterov, gdas_nb.epochs, gdas_nb.batch_size) == (5e-4, True, 250, 64)
+    # configs/search-opts/GDAS-NASNet-CIFAR.config (the DARTS space): 250 epochs, batch 256, 5e-4, Nesterov
+    gdas = c(method="gdas")
+    assert (gdas.weight_decay, gdas.nesterov, gdas.epochs, gdas.batch_size, gdas.arch_lr) == \
+        (5e-4, True, 250, 256, 3e-4)
+    assert c(space="nb201", weight_decay=1e-4, nesterov=False).weight_decay == 1e-4  # the user's value wins
