@@ -34,7 +34,7 @@ def run_one(cfg: dict) -> dict:
 
     from darts.bilevel import BilevelOptimizer
     from darts.ops import DARTS_PRIMITIVES
-    from darts.search import Supernet
+    from darts.spaces import Supernet
 
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])

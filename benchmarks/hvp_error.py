@@ -22,7 +22,7 @@ import torch.nn as nn  # noqa: E402
 
 from darts.bilevel import BilevelOptimizer  # noqa: E402
 from darts.ops import DARTS_PRIMITIVES  # noqa: E402
-from darts.search import Supernet  # noqa: E402
+from darts.spaces import Supernet  # noqa: E402
 
 
 def rel(a, b):

@@ -1,11 +1,36 @@
-"""What the scripts share: logging set-up and turning :class:`DartsError` into a one-line message."""
+"""The ``darts-forge`` command: ``search``, ``retrain``, ``plot`` and ``zoo``. Its flags are generated from the
+option declarations (:mod:`darts.options`) and it calls :func:`darts.search` / :func:`darts.retrain` with them,
+so the command line and the Python API are the same calls.
+
+``train_search.py`` and ``train_final.py`` are this module's ``search`` and ``retrain``.
+"""
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import os
 import sys
 
+from . import __version__
+from .api import retrain, search
+from .config import RetrainConfig, SearchConfig, general_specs, method_specs, space_specs
 from .errors import DartsError
+from .methods import METHODS
+from .options import add_flags
+from .plot import main as plot_main
+from .plugins import load_plugins
+from .spaces import SPACES
+from .zoo import ZOO, get_genotype
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``, exit 2), as every other bad input gets."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -28,3 +53,130 @@ def run_main(fn) -> int:
         print("interrupted; the last completed epoch's checkpoint is kept (continue with --resume RUN_DIR)",
               file=sys.stderr)
         return 130
+
+
+def _preload_plugins(argv) -> None:
+    """Import the plug-ins a command line names before its parser is built, so their options are flags."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", default=None)
+    pre.add_argument("--ops-module", dest="ops_module", default=None)
+    known, _ = pre.parse_known_args(argv)
+    load_plugins(known.plugin, known.ops_module)
+
+
+def search_parser(prog: str = "darts-forge search") -> argparse.ArgumentParser:
+    """The flags of a search: the general options, then each registered method's and space's own."""
+    parser = _Parser(prog=prog, description="Run a differentiable architecture search: DARTS or a successor "
+                     "(--method), in the DARTS or NAS-Bench-201 space (--space), on the embedded digits, CIFAR, an "
+                     "ImageFolder tree, or random tensors.")
+    add_flags(parser, general_specs(SearchConfig))
+    for name, cls in METHODS.items():
+        if cls.Options.__dataclass_fields__:
+            add_flags(parser, method_specs(cls), f"--method {name}", cls.paper)
+    for name, cls in SPACES.items():
+        if cls.Options.__dataclass_fields__:
+            add_flags(parser, space_specs(cls), f"--space {name}", cls.paper)
+    return parser
+
+
+def retrain_parser(prog: str = "darts-forge retrain") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="Retrain a cell from scratch: a search's genotype (--genotype) or a "
+                     "published one (--arch NAME; --arch list lists them), with the DARTS paper's protocol.")
+    add_flags(parser, general_specs(RetrainConfig))
+    return parser
+
+
+def search_main(argv=None, prog: str = "darts-forge search") -> int:
+    """``darts-forge search`` (and ``train_search.py``)."""
+    argv = sys.argv[1:] if argv is None else argv
+
+    def go():
+        _preload_plugins(argv)
+        given = vars(search_parser(prog).parse_args(argv))
+        search(**given)
+
+    setup_logging()
+    return run_main(go)
+
+
+def retrain_main(argv=None, prog: str = "darts-forge retrain") -> int:
+    """``darts-forge retrain`` (and ``train_final.py``)."""
+    argv = sys.argv[1:] if argv is None else argv
+
+    def go():
+        _preload_plugins(argv)
+        given = vars(retrain_parser(prog).parse_args(argv))
+        if given.get("arch") == "list":
+            print_zoo()
+            return
+        retrain(**given)
+
+    setup_logging()
+    return run_main(go)
+
+
+def print_zoo(as_json: bool = False) -> None:
+    """The published cells: name, reported CIFAR-10 test error, parameters, paper (``--json``: one object a line)."""
+    if not as_json:
+        print(f"{'name':16s} {'error':>7s} {'params':>7s}  paper")
+    for name, entry in ZOO.items():
+        if as_json:
+            print(json.dumps({"name": name, "cifar_error": entry.cifar_error, "cifar_params_m": entry.cifar_params_m,
+                              "paper": entry.paper, "source": entry.source, "genotype": entry.genotype.to_dict()}))
+            continue
+        err = f"{entry.cifar_error:.2f}%" if entry.cifar_error is not None else "-"
+        params = f"{entry.cifar_params_m:.1f}M" if entry.cifar_params_m is not None else "-"
+        print(f"{name:16s} {err:>7s} {params:>7s}  {entry.paper}")
+
+
+def zoo_main(argv=None) -> int:
+    parser = _Parser(prog="darts-forge zoo", description="List the published cells of the DARTS space (with "
+                     "--show NAME: one cell's genotype).")
+    parser.add_argument("--json", action="store_true", help="one JSON object per cell")
+    parser.add_argument("--show", metavar="NAME", help="print one cell's genotype JSON")
+    args = parser.parse_args(argv)
+
+    def go():
+        if args.show:
+            print(get_genotype(args.show).to_json())
+        else:
+            print_zoo(args.json)
+
+    return run_main(go)
+
+
+COMMANDS = {
+    "search": (search_main, "run a search"),
+    "retrain": (retrain_main, "retrain a cell from scratch"),
+    "plot": (None, "draw a genotype's cells"),
+    "zoo": (zoo_main, "list the published cells"),
+}
+
+
+def main(argv=None) -> int:
+    """``darts-forge COMMAND [flags]``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        lines = [f"  {name:8s} {help}" for name, (_, help) in COMMANDS.items()]
+        print("usage: darts-forge {search,retrain,plot,zoo} [flags]\n\n"
+              "Differentiable architecture search (DARTS and its successors) on current PyTorch.\n\n"
+              "commands:\n" + "\n".join(lines) + "\n\n`darts-forge COMMAND --help` lists a command's flags.")
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"darts-forge {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        print(f"error: unknown command {command!r}{hint} Commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    if command == "plot":
+        return plot_main(rest, prog="darts-forge plot")
+    return COMMANDS[command][0](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import contextmanager
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
 
 from .errors import NonFiniteLossError
+from .registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,36 @@ def largest_hessian_eigenvalue(
         return top
 
 
+# -- the early-stop rules: one interface ------------------------------------------------------------------------
+
+class EarlyStop:
+    """An early-stop rule: after every epoch the search calls :meth:`observe` with the epoch (counted from 1), the
+    genotype derived then and the epoch's metrics; True stops the search.
+
+    Attributes:
+        needs: metrics the rule reads (the search computes them for it, e.g. ``hessian_eigenvalue``).
+        reason: a line for the log once the rule fired, else ``""``.
+        stop_epoch: once fired, the epoch whose cell the search returns instead of the last one, or None.
+    """
+
+    needs: ClassVar[tuple[str, ...]] = ()
+    reason: str = ""
+    stop_epoch: int | None = None
+
+    def observe(self, epoch: int, genotype, metrics: dict) -> bool:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+#: the values of ``--early-stop`` (besides ``off``): name -> ``factory(cfg) -> EarlyStop``
+EARLY_STOPS: Registry = Registry("early-stop rule", flag="--early-stop")
+
+
 # -- DARTS+: too many skip connections ------------------------------------------------------------------------
 
 def count_skips(genotype, op_name: str = SKIP_OP) -> int:
@@ -217,7 +248,7 @@ def count_skips(genotype, op_name: str = SKIP_OP) -> int:
     return sum(1 for op, _ in genotype.normal if op == op_name)
 
 
-class SkipEarlyStop:
+class SkipEarlyStop(EarlyStop):
     """The DARTS+ rule: stop once the derived normal cell has ``max_skips`` or more skip connections.
 
     Liang et al. (2019) stop "when there are two or more than two skip-connects in one normal cell":
@@ -264,6 +295,9 @@ class SkipEarlyStop:
         ) if stop else ""
         return stop
 
+    def observe(self, epoch, genotype, metrics):
+        return self.update(genotype)
+
     def state_dict(self) -> dict:
         """Plain Python values (``torch.load(weights_only=True)`` and JSON accept them)."""
         return {"max_skips": self.max_skips, "patience": self.patience, "op_name": self.op_name,
@@ -281,7 +315,7 @@ class SkipEarlyStop:
 
 # -- RobustDARTS: the dominant eigenvalue grows -----------------------------------------------------------------
 
-class HessianEarlyStop:
+class HessianEarlyStop(EarlyStop):
     """The RobustDARTS rule (DARTS-ES): stop when the smoothed largest eigenvalue has grown by ``ratio``.
 
     Zela et al. (2020, Sec. 4) stop at epoch i if λ̄(i−k) / λ̄(i) < 0.75, where λ̄ is λ_max averaged over a
@@ -363,6 +397,13 @@ class HessianEarlyStop:
         )
         return True
 
+    needs = ("hessian_eigenvalue",)
+
+    def observe(self, epoch, genotype, metrics):
+        if "hessian_eigenvalue" not in metrics:  # computed every K epochs only
+            return False
+        return self.update(epoch, metrics["hessian_eigenvalue"])
+
     def state_dict(self) -> dict:
         """Plain Python values (``torch.load(weights_only=True)`` and JSON accept them)."""
         return {"ratio": self.ratio, "lag": self.lag, "window": self.window, "start_epoch": self.start_epoch,
@@ -378,3 +419,9 @@ class HessianEarlyStop:
         self.history = [(int(e), float(lam)) for e, lam in state["history"]]
         self.stop_epoch = None if state["stop_epoch"] is None else int(state["stop_epoch"])
         self.reason = str(state.get("reason", ""))
+
+
+EARLY_STOPS.register("skip", lambda cfg: SkipEarlyStop(patience=cfg.skip_patience), origin=__name__)
+EARLY_STOPS.register("hessian", lambda cfg: HessianEarlyStop(ratio=cfg.hessian_ratio, lag=cfg.hessian_lag,
+                                                             window=cfg.hessian_window, start_epoch=cfg.hessian_start),
+                     origin=__name__)

@@ -1,239 +1,202 @@
-"""Typed run configurations and the command line generated from them.
+"""Typed run configurations and their resolution: user values, then the presets of the method, the space and the
+data set, then the defaults; validated in one place.
 
-Each field of :class:`SearchConfig` / :class:`FinalConfig` becomes a flag (``arch_lr`` ↔ ``--arch-lr``) with its
-help text from the field's metadata. Fields whose default is ``None`` take a per-data-set preset (the DARTS
-paper's values for CIFAR, small ones for the embedded digits set) when the user does not set them.
+:class:`SearchConfig` holds a search's general options and :class:`RetrainConfig` a retraining's; the chosen search
+method and space bring their own ``Options`` (see :mod:`darts.options`). :func:`resolve_search` and
+:func:`resolve_retrain` turn the values a user gave, keyed by keyword (the command line's flags with underscores,
+or :func:`darts.search`'s arguments), into a validated :class:`SearchSetup` / :class:`RetrainSetup`. Fields whose
+default is ``None`` take a preset; the help text says which.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
-from .errors import ConfigError
-from .ops import DARTS_PRIMITIVES
+from .dispatch import kernel_choices
+from .errors import ConfigError, DartsError
+from .methods import METHODS
+from .options import OptionSpec, check_options, check_value, option, specs, to_dict
+from .plugins import load_plugins
+from .spaces import SPACES
 
+#: the data sets the command line can load (``custom``: a Dataset passed to the Python API)
 DATASETS = ("digits", "cifar10", "cifar100", "folder", "synthetic")
-
-
-def _f(default, help: str, choices=None, metavar=None, positive=False, nonneg=False):
-    return field(default=default, metadata=dict(help=help, choices=choices, metavar=metavar, positive=positive,
-                                                nonneg=nonneg))
+#: data sets at the papers' scale, where a method's ``paper`` presets apply; on the others its ``small`` ones
+PAPER_SCALE_DATASETS = ("cifar10", "cifar100", "folder", "synthetic", "custom")
+#: options of a search or retraining that may change when it is resumed: where and how fast it runs, not what
+RUNTIME_FIELDS = frozenset({"resume", "device", "kernels", "num_workers", "progress", "download", "data", "debug"})
 
 
 @dataclass
 class SearchConfig:
-    """Everything a search run needs; written to ``RUN_DIR/config.json``."""
+    """The general options of a search, written to ``RUN_DIR/config.json`` with the method's and the space's."""
 
-    dataset: str = _f("digits", "data set: the embedded UCI digits (offline default), CIFAR, an ImageFolder tree, "
-                      "or random tensors", choices=DATASETS)
-    data: str | None = _f(None, "data directory (CIFAR root, or the ImageFolder tree)", metavar="DIR")
-    download: bool = _f(False, "download CIFAR into --data if missing (needs internet)")
-    image_size: int = _f(32, "resize ImageFolder images to this size", positive=True)
-    epochs: int | None = _f(None, "search epochs (cifar: 50, digits: 6)", positive=True)
-    batch_size: int | None = _f(None, "batch size of both splits (cifar: 64, digits: 64)", positive=True)
-    train_portion: float = _f(0.5, "fraction of the training set used for weights; the rest trains α")
-    lr: float | None = _f(None, "initial weight learning rate (SGD, cosine schedule; darts: 0.025, pcdarts and "
-                          "drnas: 0.1)", positive=True)
-    lr_min: float | None = _f(None, "final weight learning rate (darts: 0.001, pcdarts and drnas: 0)", nonneg=True)
-    momentum: float = _f(0.9, "SGD momentum", nonneg=True)
-    weight_decay: float | None = _f(None, "SGD weight decay (darts: 3e-4; nb201 and gdas: 5e-4)", nonneg=True)
-    nesterov: bool | None = _f(None, "Nesterov momentum for the weights (on for nb201 and gdas, as AutoDL's configs; "
-                               "the second-order unrolled step uses plain momentum, as theirs)")
-    grad_clip: float = _f(5.0, "clip the weight gradient to this global norm", positive=True)
-    arch_lr: float | None = _f(None, "α learning rate (Adam; darts: 3e-4, pcdarts and drnas: 6e-4)", positive=True)
-    arch_beta1: float | None = _f(None, "α Adam beta1 (0.5; fairdarts: 0.9)", nonneg=True)
-    arch_beta2: float = _f(0.999, "α Adam beta2", nonneg=True)
-    arch_weight_decay: float | None = _f(None, "α weight decay (1e-3)", nonneg=True)
-    arch_warmup: int | None = _f(None, "epochs of weight steps only before α is first updated (darts: 0, "
-                                 "pcdarts: 15, drnas: 10 on CIFAR)", nonneg=True)
-    init_channels: int | None = _f(None, "channels of the first cell (cifar: 16, digits: 8)", positive=True)
-    layers: int | None = _f(None, "number of cells (cifar: 8, digits: 5)", positive=True)
-    nodes: int = _f(4, "intermediate nodes per cell", positive=True)
-    stem_multiplier: int = _f(3, "stem channels = stem_multiplier * init_channels", positive=True)
-    method: str = _f("darts", "search method: darts, pcdarts, gdas, fairdarts, drnas, darts-, sdarts-rs, or one "
-                     "registered by --ops-module (see the README's table)", metavar="NAME")
-    space: str = _f("darts", "search space: the DARTS CNN cell, or NAS-Bench-201's cell and macro network",
-                    choices=("darts", "nb201"))
-    order: str = _f("first", "first- or second-order α gradient (DARTS Eq. 7)", choices=("first", "second"))
-    hvp: str = _f("finite-difference", "second order: Hessian-vector product by the paper's finite difference "
-                  "(Eq. 8) or exactly by double backward", choices=("finite-difference", "exact"))
-    primitives: tuple[str, ...] | None = _f(None, "comma-separated op names: the search space, in column order of "
-                                            "α (default: the space's own: " + ",".join(DARTS_PRIMITIVES) +
-                                            " for darts; none,skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3 "
-                                            "for nb201)", metavar="OP,OP,...")
-    ops_module: str | None = _f(None, "Python module or .py file that registers extra ops (@register_op)",
-                                metavar="MODULE")
-    max_skip: int | None = _f(None, "keep at most this many skip connections in the derived normal cell "
-                              "(P-DARTS); default: no limit", nonneg=True)
-    early_stop: str = _f("off", "stop the search early: 'skip' when the normal cell has >= 2 skip connections "
-                         "for --skip-patience epochs (DARTS+), 'hessian' when the dominant eigenvalue of the "
-                         "α-Hessian of the validation loss grows by --hessian-ratio (RobustDARTS)",
-                         choices=("off", "skip", "hessian"))
-    skip_patience: int = _f(1, "--early-stop skip: consecutive epochs with >= 2 skip connections", positive=True)
-    hessian_every: int = _f(0, "compute the largest eigenvalue of the α-Hessian after epochs 1, 1+K, 1+2K, ... and "
-                            "the last, and log it (0: never; --early-stop hessian sets 2, as RobustDARTS)",
-                            nonneg=True, metavar="K")
-    hessian_ratio: float = _f(1.3, "--early-stop hessian: stop when the eigenvalue grows by this factor "
-                              "(RobustDARTS's code: 1.3)", positive=True)
-    hessian_lag: int = _f(4, "--early-stop hessian: compare with the eigenvalue this many computations earlier "
-                          "(RobustDARTS's code: 4)", positive=True)
-    hessian_window: int = _f(5, "--early-stop hessian: average the eigenvalue over this many computations "
-                             "(RobustDARTS's code: 5)", positive=True)
-    hessian_start: int = _f(11, "--early-stop hessian: ignore comparisons with epochs before this one (RobustDARTS: "
-                            "epoch 10 counted from 0; λ rises steeply right after initialisation)", nonneg=True)
-    nb201_cells: int | None = _f(None, "--space nb201: cells per stage N (cifar: 5, digits: 1)", positive=True)
-    nb201_file: str | None = _f(None, "--space nb201: the official benchmark file; with the nas_201_api package "
-                                "installed, the derived cell's true accuracy is logged each epoch", metavar="FILE")
-    pc_k: int = _f(4, "[pcdarts] 1/K of the channels go through the mixed op", positive=True)
-    gdas_tau_max: float = _f(10.0, "[gdas] initial Gumbel-softmax temperature", positive=True)
-    gdas_tau_min: float = _f(0.1, "[gdas] final temperature", positive=True)
-    gdas_cell_rule: str = _f("pairs", "[gdas] DARTS-space cell rule: the two strongest (op, input) pairs per node "
-                             "(the authors'), or the DARTS rule (two distinct inputs)", choices=("pairs", "darts"))
-    gdas_unsampled_terms: bool | None = _f(None, "[gdas] add the zero-valued straight-through weights of the "
-                                           "unsampled ops to each edge, so every α gets a gradient (the authors' "
-                                           "NAS-Bench-201 cell; on for nb201, off for darts)")
-    fair_zero_one_weight: float = _f(10.0, "[fairdarts] weight of the zero-one loss", nonneg=True)
-    fair_cell_rule: str = _f("threshold", "[fairdarts] cell rule: the DARTS edges, each kept only if its sigmoid "
-                             "reaches --fair-threshold (the authors'), or the DARTS rule",
-                             choices=("threshold", "darts"))
-    fair_threshold: float = _f(0.85, "[fairdarts] sigmoid an op must reach to be kept", positive=True)
-    drnas_reg: str = _f("l2", "[drnas] regulariser: l2 (α weight decay of --drnas-reg-scale, the authors' default) "
-                        "or the KL to the Dir(1) anchor (then no α weight decay)", choices=("kl", "l2"))
-    drnas_reg_scale: float = _f(1e-3, "[drnas] scale of the regulariser", nonneg=True)
-    drnas_k: int | None = _f(None, "[drnas] 1/K of the channels go through the mixed op (darts: 4, nb201: 1)",
-                             positive=True)
-    drnas_keep_ops: int | None = _f(None, "[drnas] ops each edge keeps in the second half of the search (darts: 4; "
-                                    "0: no pruning, as in nb201)", nonneg=True)
-    dartsminus_beta0: float = _f(1.0, "[darts-] initial coefficient of the auxiliary skip", nonneg=True)
-    dartsminus_decay: str = _f("linear", "[darts-] decay of the coefficient to 0", choices=("linear", "cosine"))
-    sdarts_epsilon: float = _f(0.3, "[sdarts-rs] final half-width of the uniform α noise", nonneg=True)
-    sdarts_epsilon_min: float = _f(0.03, "[sdarts-rs] initial half-width", nonneg=True)
-    seed: int = _f(2, "random seed")
-    out: str | None = _f(None, "run directory (default runs/search-DATASET-TIMESTAMP)", metavar="RUN_DIR")
-    resume: str | None = _f(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
-    device: str = _f("auto", "cpu, cuda, cuda:N, or auto (cuda if available)")
-    kernels: str = _f("auto", "mixed-op implementation (auto: the best for the device)",
-                      choices=("auto", "reference", "triton"))
-    num_workers: int | None = _f(None, "data loader worker processes (cifar: 2, in-memory sets: 0)", nonneg=True)
-    amp: bool = _f(False, "bfloat16 autocast for the weight steps (the α step stays float32)")
-    channels_last: bool = _f(False, "channels-last memory format for the model and its inputs")
-    progress: bool = _f(True, "show a progress bar with ETA (a line every 30 s when not on a terminal)")
+    dataset: str = option("digits", "data set: the embedded UCI digits (offline default), CIFAR, an ImageFolder "
+                          "tree, or random tensors (from Python also your own: darts.search(train_data=...))",
+                          choices=DATASETS + ("custom",), metavar="{" + ",".join(DATASETS) + "}")
+    data: str | None = option(None, "data directory (CIFAR root, or the ImageFolder tree)", metavar="DIR")
+    download: bool = option(False, "download CIFAR into --data if missing (needs internet)")
+    image_size: int = option(32, "resize ImageFolder images to this size", positive=True, max=4096)
+    epochs: int | None = option(None, "search epochs (cifar: 50, digits: 6)", positive=True, max=100_000)
+    batch_size: int | None = option(None, "batch size of both splits (cifar: 64, digits: 64)", positive=True,
+                                    max=1 << 20)
+    train_portion: float = option(0.5, "fraction of the training set used for weights; the rest trains α", min=0,
+                                  max=1, min_exclusive=True, max_exclusive=True)
+    lr: float | None = option(None, "initial weight learning rate (SGD, cosine schedule; darts: 0.025)",
+                              positive=True)
+    lr_min: float | None = option(None, "final weight learning rate (darts: 0.001)", nonneg=True)
+    momentum: float = option(0.9, "SGD momentum", min=0, max=1, max_exclusive=True)
+    weight_decay: float | None = option(None, "SGD weight decay (darts: 3e-4; nb201 and gdas: 5e-4)", nonneg=True)
+    nesterov: bool | None = option(None, "Nesterov momentum for the weights (on for nb201 and gdas, as AutoDL's "
+                                   "configs; the second-order unrolled step uses plain momentum, as theirs)")
+    grad_clip: float = option(5.0, "clip the weight gradient to this global norm", positive=True)
+    arch_lr: float | None = option(None, "α learning rate (Adam; darts: 3e-4)", positive=True)
+    arch_beta1: float | None = option(None, "α Adam beta1 (0.5; fairdarts: 0.9)", min=0, max=1, max_exclusive=True)
+    arch_beta2: float = option(0.999, "α Adam beta2", min=0, max=1, max_exclusive=True)
+    arch_weight_decay: float | None = option(None, "α weight decay (1e-3)", nonneg=True)
+    arch_warmup: int | None = option(None, "epochs of weight steps only before α is first updated (darts: 0, "
+                                     "pcdarts: 15, drnas: 10 per stage on CIFAR)", nonneg=True, max=100_000)
+    init_channels: int | None = option(None, "channels of the first cell (cifar: 16, digits: 8)", positive=True,
+                                       max=65536)
+    method: str = option("darts", "search method (see the README's table, or --help for their options)",
+                         metavar="NAME")
+    space: str = option("darts", "search space: darts (the DARTS CNN cell) or nb201 (NAS-Bench-201), or one a "
+                        "--plugin registers", metavar="NAME")
+    order: str = option("first", "first- or second-order α gradient (DARTS Eq. 7)", choices=("first", "second"))
+    hvp: str = option("finite-difference", "second order: Hessian-vector product by the paper's finite difference "
+                      "(Eq. 8) or exactly by double backward", choices=("finite-difference", "exact"))
+    primitives: tuple[str, ...] | None = option(None, "comma-separated op names: the search space, in column order "
+                                                "of α (default: the space's and method's own)", metavar="OP,OP,...")
+    plugin: tuple[str, ...] | None = option(None, "comma-separated Python files or modules of yours to import "
+                                            "first: they register ops, methods, spaces or kernels", metavar="FILE")
+    ops_module: str | None = option(None, "one Python module or .py file to import first (as --plugin)",
+                                    metavar="MODULE")
+    max_skip: int | None = option(None, "keep at most this many skip connections in the derived normal cell "
+                                  "(P-DARTS); default: no limit", nonneg=True, max=1000)
+    early_stop: str = option("off", "stop the search early: 'skip' when the normal cell has >= 2 skip connections "
+                             "for --skip-patience epochs (DARTS+), 'hessian' when the largest eigenvalue of the "
+                             "α-Hessian of the validation loss grows by --hessian-ratio (RobustDARTS)",
+                             choices=("off", "skip", "hessian"))
+    skip_patience: int = option(1, "--early-stop skip: consecutive epochs with >= 2 skip connections", positive=True,
+                                max=100_000)
+    hessian_every: int = option(0, "compute the largest eigenvalue of the α-Hessian after epochs 1, 1+K, 1+2K, ... "
+                                "and the last, and log it (0: never; --early-stop hessian sets 2, as RobustDARTS)",
+                                nonneg=True, metavar="K", max=100_000)
+    hessian_ratio: float = option(1.3, "--early-stop hessian: stop when the eigenvalue grows by this factor "
+                                  "(RobustDARTS's code: 1.3)", min=1, min_exclusive=True)
+    hessian_lag: int = option(4, "--early-stop hessian: compare with the eigenvalue this many computations earlier "
+                              "(RobustDARTS's code: 4)", positive=True, max=100_000)
+    hessian_window: int = option(5, "--early-stop hessian: average the eigenvalue over this many computations "
+                                 "(RobustDARTS's code: 5)", positive=True, max=100_000)
+    hessian_start: int = option(11, "--early-stop hessian: ignore comparisons with epochs before this one "
+                                "(RobustDARTS: epoch 10 counted from 0; λ rises steeply right after initialisation)",
+                                nonneg=True, max=100_000)
+    seed: int = option(2, "random seed", min=0, max=2**63 - 1)
+    out: str | None = option(None, "run directory (default runs/search-DATASET-TIMESTAMP)", metavar="RUN_DIR")
+    resume: str | None = option(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda if available)")
+    kernels: str = option("auto", "mixed-op implementation: auto (the best for the device), reference, fused_cpu, "
+                          "triton, or one a --plugin registers", metavar="NAME")
+    num_workers: int | None = option(None, "data loader worker processes (cifar: 2, in-memory sets: 0)", nonneg=True,
+                                     max=1024)
+    amp: bool = option(False, "bfloat16 autocast for the weight steps (the α step stays float32)")
+    channels_last: bool = option(False, "channels-last memory format for the model and its inputs")
+    progress: bool = option(True, "show a progress bar with ETA (a line every 30 s when not on a terminal)")
 
     def validate(self) -> "SearchConfig":
-        _validate_common(self)
-        for field_name, method in METHOD_FIELDS.items():
-            default = SearchConfig.__dataclass_fields__[field_name].default
-            if getattr(self, field_name) != default and self.method != method:
-                raise ConfigError(f"--{field_name.replace('_', '-')} is an option of --method {method}, "
-                                  f"but this run uses --method {self.method}")
-        if self.space == "nb201" and self.nodes != 4:
-            raise ConfigError("--space nb201 has a fixed cell of 4 nodes; do not set --nodes")
-        if self.gdas_tau_min > self.gdas_tau_max:
-            raise ConfigError(f"--gdas-tau-min ({self.gdas_tau_min}) is larger than --gdas-tau-max")
-        if self.sdarts_epsilon_min > self.sdarts_epsilon:
-            raise ConfigError(f"--sdarts-epsilon-min ({self.sdarts_epsilon_min}) is larger than --sdarts-epsilon")
-        if not 0.0 < self.train_portion < 1.0:
-            raise ConfigError(f"--train-portion must be strictly between 0 and 1, got {self.train_portion}")
+        """Check every value against its declaration and the combinations of values; returns ``self``."""
+        check_options(self)
+        if self.kernels not in kernel_choices():
+            raise ConfigError(f"unknown kernels setting {self.kernels!r}; choose from {', '.join(kernel_choices())}")
         if self.lr_min > self.lr:
             raise ConfigError(f"--lr-min ({self.lr_min}) is larger than --lr ({self.lr})")
-        if not (0 <= self.arch_beta1 < 1 and 0 <= self.arch_beta2 < 1):
-            raise ConfigError("--arch-beta1 and --arch-beta2 must be in [0, 1)")
-        if not 0 < self.fair_threshold < 1:
-            raise ConfigError(f"--fair-threshold is a sigmoid value, strictly between 0 and 1; got {self.fair_threshold}")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("--nesterov needs a --momentum above 0 (use --no-nesterov)")
+        if self.early_stop == "skip" and self.primitives is not None and "skip_connect" not in self.primitives:
+            raise ConfigError("--early-stop skip counts skip_connect, which is not in --primitives")
+        if self.max_skip is not None and self.primitives is not None and "skip_connect" not in self.primitives:
+            raise ConfigError("--max-skip limits skip_connect, which is not in --primitives")
         return self
 
 
 @dataclass
-class FinalConfig:
-    """Everything a retraining run needs; written to ``RUN_DIR/config.json``."""
+class RetrainConfig:
+    """The options of a retraining run, written to ``RUN_DIR/config.json``."""
 
-    genotype: str | None = _f(None, "genotype JSON file (a search's RUN_DIR/genotype.json) or DARTS log text",
-                              metavar="FILE")
-    arch: str | None = _f(None, "a published cell from the zoo instead of --genotype ('list' lists them)",
-                          metavar="NAME")
-    dataset: str = _f("digits", "data set (see train_search.py)", choices=DATASETS)
-    data: str | None = _f(None, "data directory", metavar="DIR")
-    download: bool = _f(False, "download CIFAR into --data if missing (needs internet)")
-    imagenet_layout: bool = _f(False, "build NetworkImageNet (224x224, 3 stride-2 stems) for --dataset folder")
-    image_size: int | None = _f(None, "input size for --dataset folder (32; 224 with --imagenet-layout)",
-                                positive=True)
-    epochs: int | None = _f(None, "epochs (cifar: 600, imagenet: 250, digits: 10)", positive=True)
-    batch_size: int | None = _f(None, "batch size (cifar: 96, imagenet: 128, digits: 64)", positive=True)
-    lr: float | None = _f(None, "initial learning rate (cifar: 0.025, imagenet: 0.1)", positive=True)
-    lr_schedule: str | None = _f(None, "cosine to 0 (cifar) or step decay x0.97 per epoch (imagenet)",
-                                 choices=("cosine", "step"))
-    momentum: float = _f(0.9, "SGD momentum", nonneg=True)
-    weight_decay: float | None = _f(None, "weight decay (cifar: 3e-4, imagenet: 3e-5)", nonneg=True)
-    grad_clip: float = _f(5.0, "clip the gradient to this global norm", positive=True)
-    label_smoothing: float | None = _f(None, "label smoothing (imagenet: 0.1, else 0)", nonneg=True)
-    init_channels: int | None = _f(None, "channels of the first cell (cifar: 36, imagenet: 48, digits: 16)",
-                                   positive=True)
-    layers: int | None = _f(None, "number of cells (cifar: 20, imagenet: 14, digits: 8)", positive=True)
-    auxiliary: bool | None = _f(None, "auxiliary head after cell 2*layers//3 (on for cifar/imagenet)")
-    auxiliary_weight: float = _f(0.4, "weight of the auxiliary loss", nonneg=True)
-    cutout: bool | None = _f(None, "cutout augmentation (on for cifar)")
-    cutout_length: int = _f(16, "cutout square side", positive=True)
-    drop_path_prob: float | None = _f(None, "drop path probability, ramped linearly from 0 (cifar: 0.2, "
-                                      "imagenet: 0, digits: 0.1)", nonneg=True)
-    ops_module: str | None = _f(None, "Python module or .py file that registers extra ops", metavar="MODULE")
-    seed: int = _f(0, "random seed")
-    out: str | None = _f(None, "run directory (default runs/final-NAME-TIMESTAMP)", metavar="RUN_DIR")
-    resume: str | None = _f(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
-    device: str = _f("auto", "cpu, cuda, cuda:N, or auto")
-    num_workers: int | None = _f(None, "data loader worker processes (cifar: 2, in-memory sets: 0)", nonneg=True)
-    amp: bool = _f(False, "bfloat16 autocast for forward and backward")
-    channels_last: bool = _f(False, "channels-last memory format for the model and its inputs")
-    progress: bool = _f(True, "show a progress bar with ETA")
+    genotype: str | None = option(None, "genotype JSON file (a search's RUN_DIR/genotype.json) or DARTS log text",
+                                  metavar="FILE")
+    arch: str | None = option(None, "a published cell from the zoo instead of --genotype ('list' lists them)",
+                              metavar="NAME")
+    dataset: str = option("digits", "data set (see `darts-forge search --help`)", choices=DATASETS + ("custom",),
+                          metavar="{" + ",".join(DATASETS) + "}")
+    data: str | None = option(None, "data directory", metavar="DIR")
+    download: bool = option(False, "download CIFAR into --data if missing (needs internet)")
+    imagenet_layout: bool = option(False, "build NetworkImageNet (224x224, 3 stride-2 stems) for --dataset folder")
+    image_size: int | None = option(None, "input size for --dataset folder (32; 224 with --imagenet-layout)",
+                                    positive=True, max=4096)
+    epochs: int | None = option(None, "epochs (cifar: 600, imagenet: 250, digits: 10)", positive=True, max=100_000)
+    batch_size: int | None = option(None, "batch size (cifar: 96, imagenet: 128, digits: 64)", positive=True,
+                                    max=1 << 20)
+    lr: float | None = option(None, "initial learning rate (cifar: 0.025, imagenet: 0.1)", positive=True)
+    lr_schedule: str | None = option(None, "cosine to 0 (cifar) or step decay x0.97 per epoch (imagenet)",
+                                     choices=("cosine", "step"))
+    momentum: float = option(0.9, "SGD momentum", min=0, max=1, max_exclusive=True)
+    weight_decay: float | None = option(None, "weight decay (cifar: 3e-4, imagenet: 3e-5)", nonneg=True)
+    grad_clip: float = option(5.0, "clip the gradient to this global norm", positive=True)
+    label_smoothing: float | None = option(None, "label smoothing (imagenet: 0.1, else 0)", min=0, max=1,
+                                           max_exclusive=True)
+    init_channels: int | None = option(None, "channels of the first cell (cifar: 36, imagenet: 48, digits: 16)",
+                                       positive=True, max=65536)
+    layers: int | None = option(None, "number of cells (cifar: 20, imagenet: 14, digits: 8)", positive=True,
+                                max=1000)
+    auxiliary: bool | None = option(None, "auxiliary head after cell 2*layers//3 (on for cifar/imagenet)")
+    auxiliary_weight: float = option(0.4, "weight of the auxiliary loss", nonneg=True)
+    cutout: bool | None = option(None, "cutout augmentation (on for cifar)")
+    cutout_length: int = option(16, "cutout square side", positive=True, max=4096)
+    drop_path_prob: float | None = option(None, "drop path probability, ramped linearly from 0 (cifar: 0.2, "
+                                          "imagenet: 0, digits: 0.1)", min=0, max=1, max_exclusive=True)
+    plugin: tuple[str, ...] | None = option(None, "comma-separated Python files or modules of yours to import first "
+                                            "(ops the genotype uses)", metavar="FILE")
+    ops_module: str | None = option(None, "one Python module or .py file to import first (as --plugin)",
+                                    metavar="MODULE")
+    seed: int = option(0, "random seed", min=0, max=2**63 - 1)
+    out: str | None = option(None, "run directory (default runs/final-NAME-TIMESTAMP)", metavar="RUN_DIR")
+    resume: str | None = option(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto")
+    num_workers: int | None = option(None, "data loader worker processes (cifar: 2, in-memory sets: 0)", nonneg=True,
+                                     max=1024)
+    amp: bool = option(False, "bfloat16 autocast for forward and backward")
+    channels_last: bool = option(False, "channels-last memory format for the model and its inputs")
+    progress: bool = option(True, "show a progress bar with ETA")
 
-    def validate(self) -> "FinalConfig":
-        _validate_common(self)
-        if self.resume is None and (self.genotype is None) == (self.arch is None):
-            raise ConfigError("give exactly one of --genotype FILE and --arch NAME")
+    def validate(self) -> "RetrainConfig":
+        """Check every value against its declaration and the combinations of values; returns ``self``."""
+        check_options(self)
         if self.imagenet_layout and self.dataset != "folder":
             raise ConfigError("--imagenet-layout needs --dataset folder (an ImageNet-style tree)")
-        if self.drop_path_prob is not None and not self.drop_path_prob < 1:
-            raise ConfigError(f"--drop-path-prob must be below 1, got {self.drop_path_prob}")
         return self
 
 
-# Method options: field -> the method it belongs to (setting it for another method is an error).
-METHOD_FIELDS = {
-    "pc_k": "pcdarts", "gdas_tau_max": "gdas", "gdas_tau_min": "gdas", "gdas_cell_rule": "gdas",
-    "gdas_unsampled_terms": "gdas", "fair_zero_one_weight": "fairdarts", "fair_cell_rule": "fairdarts",
-    "fair_threshold": "fairdarts", "drnas_reg": "drnas", "drnas_reg_scale": "drnas", "drnas_k": "drnas",
-    "drnas_keep_ops": "drnas", "dartsminus_beta0": "darts-", "dartsminus_decay": "darts-",
-    "sdarts_epsilon": "sdarts-rs", "sdarts_epsilon_min": "sdarts-rs",
-}
-# The DARTS paper's search hyperparameters, for every data set, after the method's and the data set's presets.
+FinalConfig = RetrainConfig  # the name of earlier versions
+
+# The DARTS paper's search hyperparameters, after the method's, the space's and the data set's presets.
 SEARCH_DEFAULTS = dict(lr=0.025, lr_min=0.001, weight_decay=3e-4, nesterov=False, arch_lr=3e-4, arch_beta1=0.5,
                        arch_weight_decay=1e-3, arch_warmup=0)
-# A space's own settings, after the method's and before the data set's (AutoDL-Projects' NAS-Bench-201 configs,
-# configs/nas-benchmark/algos/*.config: weight decay 5e-4, Nesterov momentum).
-SPACE_PRESETS = {"darts": {}, "nb201": dict(weight_decay=5e-4, nesterov=True)}
-# Data sets where a method's paper settings apply as they are; on the others its "small" presets apply.
-PAPER_SCALE_DATASETS = ("cifar10", "cifar100", "folder")
-
-# Presets fill fields left at None. Keys: data set name, or "imagenet" for --imagenet-layout.
+_PAPER_SEARCH = dict(epochs=50, batch_size=64, init_channels=16, num_workers=2)
 SEARCH_PRESETS = {
-    "cifar10": dict(epochs=50, batch_size=64, init_channels=16, layers=8, num_workers=2),
-    "cifar100": dict(epochs=50, batch_size=64, init_channels=16, layers=8, num_workers=2),
-    "folder": dict(epochs=50, batch_size=64, init_channels=16, layers=8, num_workers=2),
-    "synthetic": dict(epochs=1, batch_size=32, init_channels=16, layers=8, num_workers=0, nb201_cells=5),
-    "digits": dict(epochs=6, batch_size=64, init_channels=8, layers=5, num_workers=0, nb201_cells=1),
+    "cifar10": _PAPER_SEARCH, "cifar100": _PAPER_SEARCH, "folder": _PAPER_SEARCH,
+    "custom": dict(_PAPER_SEARCH, num_workers=0),
+    "synthetic": dict(epochs=1, batch_size=32, init_channels=16, num_workers=0),
+    "digits": dict(epochs=6, batch_size=64, init_channels=8, num_workers=0),
 }
-for _d in ("cifar10", "cifar100", "folder"):
-    SEARCH_PRESETS[_d]["nb201_cells"] = 5
 _CIFAR_FINAL = dict(epochs=600, batch_size=96, lr=0.025, lr_schedule="cosine", weight_decay=3e-4,
                     label_smoothing=0.0, init_channels=36, layers=20, auxiliary=True, cutout=True,
                     drop_path_prob=0.2, num_workers=2, image_size=32)
-FINAL_PRESETS = {
+RETRAIN_PRESETS = {
     "cifar10": _CIFAR_FINAL,
     "cifar100": _CIFAR_FINAL,
     "folder": _CIFAR_FINAL,
+    "custom": dict(_CIFAR_FINAL, num_workers=0, cutout=False, auxiliary=False),
     "imagenet": dict(epochs=250, batch_size=128, lr=0.1, lr_schedule="step", weight_decay=3e-5,
                      label_smoothing=0.1, init_channels=48, layers=14, auxiliary=True, cutout=False,
                      drop_path_prob=0.0, num_workers=4, image_size=224),
@@ -244,107 +207,245 @@ FINAL_PRESETS = {
 }
 
 
-def apply_presets(cfg):
-    """Fill every ``None`` field that has a preset for the config's data set (in place); returns ``cfg``."""
-    if isinstance(cfg, FinalConfig):
-        key = "imagenet" if cfg.imagenet_layout else cfg.dataset
-        layers = [FINAL_PRESETS[key]]
-    else:
-        from .search_run import build_method
-        from .spaces import default_primitives
-
-        method = build_method(cfg)  # with the options given so far: a method's presets may depend on them
-        # the method's authors' settings first, then the space's, the data set's, and DARTS's
-        layers = [method.presets_for(cfg.space, cfg.dataset in PAPER_SCALE_DATASETS), SPACE_PRESETS.get(cfg.space, {}),
-                  SEARCH_PRESETS[cfg.dataset], SEARCH_DEFAULTS, {"primitives": tuple(default_primitives(cfg.space))}]
-    for presets in layers:
-        for name, value in presets.items():
-            if getattr(cfg, name, "absent") is None:
-                setattr(cfg, name, value)
-    return cfg
-
-
-def _validate_common(cfg) -> None:
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if v is None or isinstance(v, bool):
-            continue
-        if f.metadata.get("positive") and not v > 0:
-            raise ConfigError(f"{flag} must be positive, got {v}")
-        if f.metadata.get("nonneg") and not v >= 0:
-            raise ConfigError(f"{flag} must not be negative, got {v}")
-        if f.metadata.get("choices") and v not in f.metadata["choices"]:
-            raise ConfigError(f"{flag} must be one of {', '.join(f.metadata['choices'])}, got {v!r}")
-
-
 # ---------------------------------------------------------------------------------------------------------
-# dataclass -> argparse
+# resolution
 
 
-def _base_type(tp):
-    """``int | None`` -> int; ``tuple[str, ...]`` -> tuple."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
-        return _base_type(args[0])
-    return typing.get_origin(tp) or tp
+def general_specs(cls) -> list[OptionSpec]:
+    """The option specs of a general config class."""
+    return specs(cls)
 
 
-def _op_list(text: str) -> tuple[str, ...]:
-    ops = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not ops:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of op names")
-    return ops
+def method_specs(cls) -> list[OptionSpec]:
+    return specs(cls.Options, cls.flag_prefix, owner=f"--method {cls.name}")
 
 
-def build_parser(cls, description: str) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per field of the dataclass ``cls``."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        tp = _base_type(hints[f.name])
-        kw = dict(dest=f.name, help=f.metadata.get("help", ""), default=argparse.SUPPRESS)
-        if f.metadata.get("metavar"):
-            kw["metavar"] = f.metadata["metavar"]
-        if tp is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif tp is tuple:
-            kw["type"] = _op_list
-        else:
-            kw["type"] = tp
-            if f.metadata.get("choices"):
-                kw["choices"] = f.metadata["choices"]
-        default = f.default
-        if default is not None and not isinstance(default, (bool, tuple)):
-            kw["help"] += f" (default: {default})"
-        elif isinstance(default, tuple):
-            kw["help"] += f" (default: {','.join(default)})"
-        parser.add_argument(flag, **kw)
-    parser.formatter_class = argparse.HelpFormatter  # defaults are in the help text already
-    return parser
+def space_specs(cls) -> list[OptionSpec]:
+    return specs(cls.Options, cls.flag_prefix, owner=f"--space {cls.name}")
 
 
-def parse_config(cls, argv, description: str = ""):
-    """Parse ``argv`` into ``cls``. Returns ``(config, given)`` where ``given`` is the set of field names the
-    user set explicitly (a resumed run checks them against its saved config). Presets are not yet applied."""
-    ns = build_parser(cls, description).parse_args(argv)
-    given = set(vars(ns))
-    return cls(**vars(ns)), given
+def option_owner(dest: str) -> str | None:
+    """``--method NAME`` / ``--space NAME`` whose option ``dest`` is, or None."""
+    for registry, spec_of in ((METHODS, method_specs), (SPACES, space_specs)):
+        for _, cls in registry.items():
+            if any(s.dest == dest for s in spec_of(cls)):
+                return spec_of(cls)[0].owner
+    return None
+
+
+@dataclass
+class SearchSetup:
+    """A resolved, validated search: the general config, the search method and the search space (with options),
+    the keywords the user gave, and the derived ``primitives``."""
+
+    cfg: SearchConfig
+    method: object
+    space: object
+    given: frozenset = frozenset()
+
+    @property
+    def primitives(self) -> tuple[str, ...]:
+        return self.cfg.primitives
+
+    def to_dict(self) -> dict:
+        """Every option by keyword, JSON-ready: what ``config.json`` holds and :func:`resolve_search` reads back."""
+        return {**to_dict(self.cfg), **to_dict(self.method.options, self.method.flag_prefix),
+                **to_dict(self.space.options, self.space.flag_prefix)}
+
+
+def _load_plugins(values: dict) -> None:
+    load_plugins(values.get("plugin"), values.get("ops_module"))
+
+
+def _general(dest: str) -> OptionSpec:
+    return next(s for s in general_specs(SearchConfig) if s.dest == dest)
+
+
+class _Tables:
+    """The option specs of one search by keyword: general, the method's and the space's."""
+
+    def __init__(self, method_cls, space_cls):
+        self.method_cls, self.space_cls = method_cls, space_cls
+        self.general = {s.dest: s for s in general_specs(SearchConfig)}
+        self.method = {s.dest: s for s in method_specs(method_cls)}
+        self.space = {s.dest: s for s in space_specs(space_cls)}
+
+    def spec(self, dest: str) -> OptionSpec:
+        for table in (self.general, self.method, self.space):
+            if dest in table:
+                return table[dest]
+        owner = option_owner(dest)
+        flag = "--" + dest.replace("_", "-")
+        if owner:
+            kind, _ = owner.split()
+            current = self.method_cls.name if kind == "--method" else self.space_cls.name
+            raise ConfigError(f"{flag} is an option of {owner}, but this run uses {kind} {current}")
+        raise ConfigError(f"unknown option {flag}; see --help")
+
+    def split(self, values: dict, source: str):
+        """``values`` checked and split into the general options (by keyword) and the method's and the space's
+        (by field name)."""
+        general, mine, theirs = {}, {}, {}
+        for dest, value in values.items():
+            spec = self.spec(dest)
+            value = check_value(spec, value, source)
+            if dest in self.general:
+                general[dest] = value
+            elif dest in self.method:
+                mine[spec.name] = value
+            else:
+                theirs[spec.name] = value
+        return general, mine, theirs
+
+
+def resolve_search(values: dict, source: str = "command line") -> SearchSetup:
+    """A validated :class:`SearchSetup` from the options a user gave, by keyword (``{"epochs": 2, "pc_k": 2}``).
+
+    Plug-ins named by ``plugin`` / ``ops_module`` are imported first, so their ops, methods and spaces can be
+    chosen. Options left out take, in this order, the method's presets (its authors' settings in this space, at the
+    data set's scale), the space's, the data set's, and DARTS's defaults. Raises :class:`ConfigError` naming the
+    option for any bad value, an option of another method or space, or a contradictory combination.
+    """
+    values = dict(values)
+    _load_plugins(values)
+    method_name = check_value(_general("method"), values.get("method", "darts"), source)
+    space_name = check_value(_general("space"), values.get("space", "darts"), source)
+    tables = _Tables(METHODS.get(method_name), SPACES.get(space_name))
+    general, mine, theirs = tables.split(values, source)
+    method = tables.method_cls(**mine)  # with what was given: a method's presets may depend on its options
+    space = tables.space_cls(**theirs)
+    dataset = general.get("dataset", "digits")
+    paper = dataset in PAPER_SCALE_DATASETS
+    layers = [(f"--method {method_name}", method.presets_for(space_name, paper)),
+              (f"--space {space_name}", space.presets_for(paper)),
+              (f"--dataset {dataset}", SEARCH_PRESETS.get(dataset, {})), ("DARTS", SEARCH_DEFAULTS),
+              (f"--space {space_name}", {"primitives": tuple(tables.space_cls.primitives)})]
+    preset = {}
+    for who, presets in layers:
+        for key, value in presets.items():
+            try:
+                tables.spec(key)
+            except ConfigError:
+                raise DartsError(f"the presets of {who} set {key!r}, which is no option of this run") from None
+            if key not in values:  # the user's value wins, then the first layer that sets it
+                preset.setdefault(key, value)
+    p_general, p_mine, p_theirs = tables.split(preset, f"the presets of {method_name} in {space_name}")
+    cfg = SearchConfig(**{**p_general, **general})
+    method = tables.method_cls(**{**p_mine, **mine})
+    space = tables.space_cls(**{**p_theirs, **theirs})
+    return _checked(SearchSetup(cfg, method, space, frozenset(values)))
+
+
+def _checked(setup: SearchSetup) -> SearchSetup:
+    cfg = setup.cfg
+    if cfg.early_stop == "hessian" and not cfg.hessian_every:
+        if "hessian_every" in setup.given and "resume" not in setup.given:
+            raise ConfigError("--early-stop hessian reads the eigenvalue: give --hessian-every K > 0 (or leave it out: "
+                              "2, as RobustDARTS)")
+        cfg.hessian_every = 2  # RobustDARTS's scripts: --report_freq_hessian 2
+    cfg.primitives = setup.space.check_primitives(cfg.primitives)
+    cfg.validate()
+    setup.method.check_run(cfg, setup.space)
+    setup.space.check_run(cfg, setup.method)
+    return setup
+
+
+def resolve_saved_search(saved: dict, changes: dict, path: str) -> SearchSetup:
+    """The :class:`SearchSetup` of a run directory's ``config.json`` (``saved``, every option by keyword), with the
+    runtime options in ``changes`` applied; any other change is an error naming the option. The saved values get
+    the same validation as the command line's."""
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: the saved config is not a JSON object")
+    _load_plugins(saved)
+    try:
+        tables = _Tables(METHODS.get(saved.get("method", "darts")), SPACES.get(saved.get("space", "darts")))
+        general, mine, theirs = tables.split(saved, path)
+    except DartsError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    missing = [d for t in (tables.general, tables.method, tables.space) for d in t if d not in saved]
+    if missing:
+        raise ConfigError(f"{path}: the saved config lacks {', '.join(missing)}; it is not a run config of this "
+                          "version")
+    conflicts = []
+    for dest, value in changes.items():
+        spec = tables.spec(dest)
+        value = check_value(spec, value)
+        if dest in RUNTIME_FIELDS:
+            (general if dest in tables.general else mine if dest in tables.method else theirs)[
+                dest if dest in tables.general else spec.name] = value
+        elif value != check_value(spec, saved[dest], path):
+            conflicts.append(f"--{dest.replace('_', '-')} ({value!r} vs saved {saved[dest]!r})")
+    if conflicts:
+        raise ConfigError(f"cannot change a resumed run's settings: {', '.join(conflicts)}")
+    setup = SearchSetup(SearchConfig(**general), tables.method_cls(**mine), tables.space_cls(**theirs),
+                        frozenset(changes))
+    try:
+        return _checked(setup)
+    except DartsError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+@dataclass
+class RetrainSetup:
+    """A resolved, validated retraining: the config and the keywords the user gave."""
+
+    cfg: RetrainConfig
+    given: frozenset = frozenset()
+
+    def to_dict(self) -> dict:
+        return to_dict(self.cfg)
+
+
+def resolve_retrain(values: dict, source: str = "command line") -> RetrainSetup:
+    """A validated :class:`RetrainSetup` from the options a user gave, by keyword; presets by data set (the DARTS
+    paper's CIFAR and ImageNet protocols, small ones for digits)."""
+    values = dict(values)
+    _load_plugins(values)
+    table = {s.dest: s for s in general_specs(RetrainConfig)}
+    given = {}
+    for dest, value in values.items():
+        if dest not in table:
+            raise ConfigError(f"unknown option --{dest.replace('_', '-')} ({source}); see --help")
+        given[dest] = check_value(table[dest], value, source)
+    cfg = RetrainConfig(**given)
+    key = "imagenet" if cfg.imagenet_layout else cfg.dataset
+    for name, value in RETRAIN_PRESETS.get(key, {}).items():
+        if name not in given and getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+    return RetrainSetup(cfg.validate(), frozenset(values))
+
+
+def resolve_saved_retrain(saved: dict, changes: dict, path: str) -> RetrainSetup:
+    """As :func:`resolve_saved_search`, for a retraining's ``config.json``."""
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: the saved config is not a JSON object")
+    _load_plugins(saved)
+    table = {s.dest: s for s in general_specs(RetrainConfig)}
+    unknown = set(saved) - set(table)
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(sorted(unknown))} in the saved config")
+    missing = set(table) - set(saved)
+    if missing:
+        raise ConfigError(f"{path}: the saved config lacks {', '.join(sorted(missing))}")
+    values = {d: check_value(table[d], v, path) for d, v in saved.items()}
+    conflicts = []
+    for dest, value in changes.items():
+        if dest in RUNTIME_FIELDS or dest not in table:
+            continue
+        if check_value(table[dest], value) != values[dest]:
+            conflicts.append(f"--{dest.replace('_', '-')} ({value!r} vs saved {values[dest]!r})")
+    if conflicts:
+        raise ConfigError(f"cannot change a resumed run's settings: {', '.join(conflicts)}")
+    for dest in RUNTIME_FIELDS & set(changes) & set(table):
+        values[dest] = check_value(table[dest], changes[dest])
+    return RetrainSetup(RetrainConfig(**values).validate(), frozenset(changes))
 
 
 def config_to_dict(cfg) -> dict:
+    """``{keyword: value}`` of a config dataclass, JSON-ready."""
     d = dataclasses.asdict(cfg)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def config_from_dict(cls, d: dict):
-    """Rebuild a config saved by :func:`config_to_dict`; unknown keys are an error (another version's run)."""
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ConfigError(f"saved config has unknown field(s) {', '.join(sorted(unknown))}")
-    hints = typing.get_type_hints(cls)
-    kw = {k: tuple(v) if _base_type(hints[k]) is tuple and v is not None else v for k, v in d.items()}
-    return cls(**kw)
+__all__ = ["SearchConfig", "RetrainConfig", "FinalConfig", "SearchSetup", "RetrainSetup", "resolve_search",
+           "resolve_saved_search", "resolve_retrain", "resolve_saved_retrain", "DATASETS", "fields"]

@@ -149,6 +149,112 @@ def _image_folder(root: str | None, size: int, imagenet: bool, augment: bool, cu
     return DataBundle(train, test, len(train.classes), 3, size)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# A user's own data (the Python API): a Dataset of (image, label) pairs, or a pair of tensors
+
+
+class CheckedImages(Dataset):
+    """A user's data set, checked item by item as it is read: every image a float tensor of one shape, every label
+    an integer in ``[0, num_classes)``. A bad item is a :class:`DataError` naming its index, not a failure deep
+    inside the data loader."""
+
+    def __init__(self, dataset, shape: tuple[int, ...], num_classes: int, name: str):
+        self.dataset, self.shape, self.num_classes, self.name = dataset, shape, num_classes, name
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return _check_item(self.dataset[i], i, self.name, self.shape, self.num_classes)
+
+
+def _label(y, i: int, name: str) -> int:
+    if isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point() and y.dtype != torch.bool:
+        return int(y)
+    if isinstance(y, int) and not isinstance(y, bool):
+        return y
+    raise DataError(f"{name}[{i}]: the label must be an integer class index, got {type(y).__name__} {y!r:.40}")
+
+
+def _check_item(item, i: int, name: str, shape=None, num_classes=None):
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise DataError(f"{name}[{i}] must be an (image, label) pair, got {type(item).__name__}")
+    x, y = item
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or not x.is_floating_point():
+        what = f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}" if isinstance(x, torch.Tensor) else             type(x).__name__
+        raise DataError(f"{name}[{i}]: the image must be a float tensor (C, H, W), got {what} (convert images "
+                        "with torchvision.transforms.ToTensor())")
+    if shape is not None and tuple(x.shape) != shape:
+        raise DataError(f"{name}[{i}]: image of shape {tuple(x.shape)}, but the first is {shape}; every image must "
+                        "have one size (resize them)")
+    y = _label(y, i, name)
+    if num_classes is not None and not 0 <= y < num_classes:
+        raise DataError(f"{name}[{i}]: label {y} is out of range for {num_classes} classes (labels are 0..."
+                        f"{num_classes - 1})")
+    return x, y
+
+
+def _as_dataset(data, name: str):
+    """A Dataset from a Dataset or an ``(images, labels)`` pair of tensors."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
+            raise DataError(f"{name} as tensors must be images (N, C, H, W) and labels (N,), got {tuple(x.shape)} "
+                            f"and {tuple(y.shape)}")
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise DataError(f"{name}: labels must be integer class indices, got dtype {y.dtype}")
+        return TensorImages(x.float(), y.long())
+    if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise DataError(f"{name} must be a torch Dataset of (image, label) pairs or a pair of tensors "
+                        f"(images, labels), got {type(data).__name__}")
+    return data
+
+
+def _labels(dataset, name: str) -> list[int]:
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):
+        return [_label(t if isinstance(t, torch.Tensor) else int(t), i, name) for i, t in enumerate(targets)]
+    if isinstance(dataset, TensorImages):
+        return dataset.labels.tolist()
+    return [_label(dataset[i][1], i, name) for i in range(len(dataset))]
+
+
+def user_data(train, test=None, num_classes: int | None = None) -> DataBundle:
+    """A :class:`DataBundle` from a user's data: ``train`` (and optionally ``test``) a Dataset of ``(image, label)``
+    pairs, images float tensors ``(C, H, W)`` of one size, labels integers; or a pair of tensors
+    ``(images (N, C, H, W), labels (N,))``. Channels and image size come from the first image, the number of
+    classes from ``num_classes`` or the largest label. Raises :class:`DataError` for an empty set, items that are
+    not such pairs, mixed image sizes, labels out of range, or fewer than 2 classes."""
+    train = _as_dataset(train, "train_data")
+    if len(train) == 0:
+        raise DataError("train_data is empty")
+    x0, _ = _check_item(train[0], 0, "train_data")
+    shape = tuple(x0.shape)
+    labels = _labels(train, "train_data")
+    if num_classes is None:
+        if min(labels) < 0:
+            raise DataError(f"train_data: label {min(labels)} is negative; labels are class indices 0, 1, ...")
+        num_classes = max(labels) + 1
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise DataError(f"num_classes must be a positive integer, got {num_classes!r}")
+    bad = next((i for i, y in enumerate(labels) if not 0 <= y < num_classes), None)
+    if bad is not None:
+        raise DataError(f"train_data[{bad}]: label {labels[bad]} is out of range for {num_classes} classes")
+    if len(set(labels)) < 2 or num_classes < 2:
+        raise DataError(f"train_data has {len(set(labels))} class(es); classification needs at least 2")
+    if min(shape[1:]) < 4:
+        raise DataError(f"train_data: images of {shape[1]}x{shape[2]} are too small; the networks halve them twice")
+    checked_test = None
+    if test is not None:
+        test = _as_dataset(test, "test_data")
+        if len(test) == 0:
+            raise DataError("test_data is empty")
+        _check_item(test[0], 0, "test_data", shape, num_classes)
+        checked_test = CheckedImages(test, shape, num_classes, "test_data")
+    return DataBundle(CheckedImages(train, shape, num_classes, "train_data"), checked_test, num_classes, shape[0],
+                      min(shape[1:]))
+
+
 def load_data(name: str, root: str | None = None, download: bool = False, image_size: int = 32,
               imagenet_layout: bool = False, augment: bool = True, cutout: int = 0) -> DataBundle:
     """Load a data set by name. ``augment``: random crops/flips on the training set (off for search on digits);

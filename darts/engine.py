@@ -1,10 +1,10 @@
-"""Epoch loops: one search epoch (bilevel steps), one training epoch of an evaluation network, evaluation."""
+"""What the epoch loops share: the device, moving batches to it, evaluation, and one training epoch of a
+discrete network."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from .bilevel import BilevelOptimizer
 from .errors import ConfigError, NonFiniteLossError
 from .progress import Progress
 
@@ -22,39 +22,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _to(batch, device, channels_last: bool = False):
+def to_device(batch, device, channels_last: bool = False):
     x, y = (t.to(device, non_blocking=True) for t in batch)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y
-
-
-def search_epoch(bilevel: BilevelOptimizer, train_loader, val_stream, xi: float, device, desc: str,
-                 progress: bool = True, channels_last: bool = False, update_arch: bool = True) -> dict:
-    """One pass over the training split; each step takes the next batch of the persistent validation stream.
-
-    ``update_arch=False``: weight steps only (α warm-up); the validation stream still advances, so a run's
-    batches do not depend on its warm-up length. Returns mean training loss/accuracy and the mean validation
-    loss seen by the α steps (None when there were none)."""
-    bilevel.model.train()
-    tot_loss = tot_val = 0.0
-    correct = count = steps = 0
-    with Progress(len(train_loader), desc, enabled=progress) as bar:
-        for step, batch in enumerate(train_loader):
-            try:
-                s = bilevel.step(_to(batch, device, channels_last), _to(next(val_stream), device, channels_last), xi,
-                                 update_arch=update_arch)
-            except NonFiniteLossError as e:
-                raise NonFiniteLossError(f"{desc}, step {step + 1}: {e}") from None
-            tot_loss += s.train_loss * s.train_count
-            if update_arch:
-                tot_val += s.val_loss
-            correct += s.train_correct
-            count += s.train_count
-            steps += 1
-            bar.update(loss=tot_loss / count, acc=correct / count)
-    return {"train_loss": tot_loss / count, "train_acc": correct / count,
-            "arch_val_loss": tot_val / steps if update_arch else None}
 
 
 @torch.no_grad()
@@ -66,7 +38,7 @@ def evaluate(model: nn.Module, loader, device, criterion=None) -> tuple[float, f
     model.eval()
     tot_loss, correct, count = 0.0, 0, 0
     for batch in loader:
-        x, y = _to(batch, device)
+        x, y = to_device(batch, device)
         out = model(x)
         logits = out[0] if isinstance(out, tuple) else out
         tot_loss += float(criterion(logits, y)) * y.numel()
@@ -84,7 +56,7 @@ def train_epoch(model: nn.Module, loader, optimizer, criterion, device, aux_weig
     tot_loss, correct, count = 0.0, 0, 0
     with Progress(len(loader), desc, enabled=progress) as bar:
         for step, batch in enumerate(loader):
-            x, y = _to(batch, device, channels_last)
+            x, y = to_device(batch, device, channels_last)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
                 logits, logits_aux = model(x)
                 loss = criterion(logits, y)

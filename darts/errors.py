@@ -1,39 +1,40 @@
 """The project's own error types: every problem a user can cause is one of these, with a message that names it.
 
-Scripts catch :class:`DartsError` and print its message as one line; anything else is a bug and keeps its
-traceback.
+The command line catches :class:`DartsError` and prints its message as one line; anything else is a bug and keeps
+its traceback.
 """
 from __future__ import annotations
-
-import difflib
 
 
 class DartsError(Exception):
     """Base class for user-facing errors (bad input, bad files, bad runs)."""
 
 
-class UnknownOpError(DartsError, KeyError):
-    """An op name that is not in the registry."""
+class ConfigError(DartsError, ValueError):
+    """A command-line flag or config value that is out of range or inconsistent with another."""
 
-    def __init__(self, name: str, known: list[str]):
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        super().__init__(
-            f"unknown op {name!r}{hint} Registered ops: {', '.join(sorted(known))}. "
-            "Register your own with @register_op and load it with --ops-module."
-        )
+
+class DuplicateNameError(DartsError):
+    """A name registered twice in one registry (ops, methods, spaces, kernels, early-stop rules, the zoo)."""
+
+
+class UnknownNameError(DartsError, KeyError):
+    """A name that is not in a registry; the message lists the registered names and the closest ones."""
+
+    def __init__(self, message: str, name=None):
+        super().__init__(message)
         self.name = name
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return self.args[0]
 
 
+class UnknownOpError(UnknownNameError):
+    """An op name that is not in the op registry."""
+
+
 class GenotypeError(DartsError, ValueError):
     """A genotype (JSON file, log text or in-memory object) that is malformed or inconsistent."""
-
-
-class ConfigError(DartsError, ValueError):
-    """A command-line flag or config value that is out of range or inconsistent with another."""
 
 
 class DataError(DartsError):
@@ -46,3 +47,7 @@ class CheckpointError(DartsError):
 
 class NonFiniteLossError(DartsError, FloatingPointError):
     """A loss or gradient became NaN or infinite."""
+
+
+class PluginError(DartsError):
+    """A plug-in file or module that cannot be loaded, or whose op, method or space does not behave as declared."""

@@ -19,6 +19,7 @@ import torch
 
 from .errors import DartsError, GenotypeError
 from .ops import get_op_spec
+from .run.checkpoint import atomic_write_text
 
 FORMAT = "darts-genotype/1"
 
@@ -151,9 +152,6 @@ class Genotype:
         triples listed by node."""
         if not isinstance(d, dict):
             raise GenotypeError(f"a genotype must be a JSON object, got {type(d).__name__}")
-        if d.get("format") == "nb201-genotype/1":
-            raise GenotypeError("this is a NAS-Bench-201 cell (from --space nb201): look its accuracy up in the "
-                                "benchmark by its string; train_final.py retrains DARTS-space cells")
         missing = [k for k in ("normal", "normal_concat", "reduce", "reduce_concat") if k not in d]
         if missing:
             raise GenotypeError(f"genotype is missing the field(s) {', '.join(missing)}")
@@ -199,8 +197,6 @@ class Genotype:
 
     def save(self, path: str) -> None:
         """Write the genotype as JSON, atomically."""
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(path, self.to_json() + "\n")
 
     def __str__(self) -> str:  # the original DARTS log format, which parse_genotype_text reads back

@@ -15,7 +15,10 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from kernels.interface import FACTORIZED_REDUCE, IDENTITY, ZERO
+
 from .errors import DartsError, UnknownOpError
+from .registry import Registry
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
@@ -40,7 +43,10 @@ class OpSpec:
     is_zero: bool = False
 
 
-_REGISTRY: dict[str, OpSpec] = {}
+#: every op, by name
+OPS: Registry[OpSpec] = Registry("op", flag="--primitives", unknown_error=UnknownOpError,
+                                 hint="Register your own with @register_op in a file of yours and load it with "
+                                      "--plugin FILE.")
 
 
 def register_op(name: str, *, search_bn: bool = False, parameter_free: bool = False, is_zero: bool = False):
@@ -58,9 +64,8 @@ def register_op(name: str, *, search_bn: bool = False, parameter_free: bool = Fa
         raise DartsError(f"op name must be a non-empty string without spaces or commas, got {name!r}")
 
     def decorator(factory: OpFactory) -> OpFactory:
-        if name in _REGISTRY:
-            raise DartsError(f"op {name!r} is already registered (by {_REGISTRY[name].factory.__module__})")
-        _REGISTRY[name] = OpSpec(name, factory, search_bn, parameter_free, is_zero)
+        OPS.register(name, OpSpec(name, factory, search_bn, parameter_free, is_zero),
+                     origin=getattr(factory, "__module__", ""))
         return factory
 
     return decorator
@@ -68,10 +73,7 @@ def register_op(name: str, *, search_bn: bool = False, parameter_free: bool = Fa
 
 def get_op_spec(name: str) -> OpSpec:
     """The :class:`OpSpec` registered under ``name``; raises :class:`UnknownOpError` otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownOpError(name, list(_REGISTRY)) from None
+    return OPS.get(name)
 
 
 def build_op(name: str, C: int, stride: int, affine: bool) -> nn.Module:
@@ -81,7 +83,7 @@ def build_op(name: str, C: int, stride: int, affine: bool) -> nn.Module:
 
 def list_ops() -> list[str]:
     """Names of all registered ops, in registration order."""
-    return list(_REGISTRY)
+    return OPS.list()
 
 
 def check_primitives(primitives) -> tuple[str, ...]:
@@ -153,12 +155,16 @@ class SepConv(nn.Module):
 
 
 class Identity(nn.Module):
+    kernel_kind = IDENTITY  # see kernels.interface
+
     def forward(self, x):
         return x
 
 
 class Zero(nn.Module):
     """The ``none`` op: a zero tensor of the output shape."""
+
+    kernel_kind = ZERO
 
     def __init__(self, stride: int):
         super().__init__()
@@ -175,6 +181,8 @@ class FactorizedReduce(nn.Module):
 
     Needs an even input size, as the original does.
     """
+
+    kernel_kind = FACTORIZED_REDUCE
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True):
         super().__init__()
@@ -282,35 +290,3 @@ DARTS_PRIMITIVES: tuple[str, ...] = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
-
-
-def load_ops_module(spec: str) -> None:
-    """Import a user's op module (``my_ops``, ``pkg.ops`` or ``path/to/my_ops.py``) so its ops register."""
-    import importlib
-    import importlib.util
-    import os
-    import sys
-
-    try:
-        if spec.endswith(".py") or os.sep in spec:
-            if not os.path.isfile(spec):
-                raise DartsError(f"op module file {spec!r} does not exist")
-            name = os.path.splitext(os.path.basename(spec))[0]
-            if name in sys.modules:
-                return
-            mod_spec = importlib.util.spec_from_file_location(name, spec)
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[name] = module
-            try:
-                mod_spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[name]
-                raise
-        else:
-            if os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            importlib.import_module(spec)
-    except DartsError:
-        raise
-    except Exception as e:  # an import failure of the user's file: name it, with the cause, in one line
-        raise DartsError(f"could not import op module {spec!r}: {type(e).__name__}: {e}") from e

@@ -13,6 +13,7 @@ import sys
 
 from .errors import DartsError
 from .genotype import Genotype, load_genotype
+from .zoo import get_genotype
 
 __all__ = ["plot_genotype", "main"]
 
@@ -183,18 +184,17 @@ def _resolve(spec: str) -> Genotype:
     """A genotype file (JSON or DARTS log text) if ``spec`` is a path, else a published cell name."""
     if os.path.exists(spec):
         return load_genotype(spec)
-    from .zoo import get_genotype
-
     try:
         return get_genotype(spec)
     except DartsError as e:
         raise DartsError(f"{spec!r} is neither a genotype file nor a published cell name. {e}") from None
 
 
-def main(argv=None) -> int:
-    """``python -m darts.plot``: draw a genotype file or a published cell; prints the files written."""
+def main(argv=None, prog: str = "python -m darts.plot") -> int:
+    """``darts-forge plot`` (``python -m darts.plot``): draw a genotype file or a published cell; prints the files
+    written."""
     parser = argparse.ArgumentParser(
-        prog="python -m darts.plot",
+        prog=prog,
         description="Draw the normal and reduction cells of a genotype as PNG and SVG.",
     )
     parser.add_argument("genotype", metavar="GENOTYPE_OR_NAME",

@@ -8,18 +8,16 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from .errors import DartsError
+from .errors import DartsError, UnknownNameError
 from .genotype import Edge, Genotype
 from .ops import DARTS_PRIMITIVES
+from .registry import Registry
 
-__all__ = ["ZooEntry", "ZOO", "UnknownCellError", "list_names", "get_entry", "get_genotype"]
+__all__ = ["ZooEntry", "ZOO", "UnknownCellError", "register_cell", "list_names", "get_entry", "get_genotype"]
 
 
-class UnknownCellError(DartsError, KeyError):
+class UnknownCellError(UnknownNameError):
     """A cell name that is not in :data:`ZOO`."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return self.args[0]
 
 
 @dataclass(frozen=True)
@@ -395,7 +393,8 @@ _ENTRIES = [
 ]
 
 #: Every published cell, by canonical name, in a fixed order (hand-designed baselines first).
-ZOO: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
+ZOO: Registry[ZooEntry] = Registry("published cell", flag="--arch", unknown_error=UnknownCellError)
+_BY_KEY: dict[str, str] = {}
 
 
 def _key(name: str) -> str:
@@ -403,7 +402,18 @@ def _key(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
-_BY_KEY = {_key(n): n for n in ZOO}
+def register_cell(entry: ZooEntry) -> ZooEntry:
+    """Add a published cell to the zoo (a duplicate name, in any spelling, is an error); returns it."""
+    if _key(entry.name) in _BY_KEY:
+        ZOO.register(_BY_KEY[_key(entry.name)], entry)  # raises the registry's duplicate error
+    entry.genotype.validate()
+    ZOO.register(entry.name, entry)
+    _BY_KEY[_key(entry.name)] = entry.name
+    return entry
+
+
+for _entry in _ENTRIES:
+    register_cell(_entry)
 
 
 def list_names() -> list[str]:
@@ -420,7 +430,7 @@ def get_entry(name: str) -> ZooEntry:
     if canonical is None:
         close = difflib.get_close_matches(_key(str(name)), list(_BY_KEY), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(_BY_KEY[c] for c in close)}?" if close else ""
-        raise UnknownCellError(f"unknown published cell {name!r}{hint} Known cells: {', '.join(ZOO)}.")
+        raise UnknownCellError(f"unknown published cell {name!r}{hint} Known cells: {', '.join(ZOO)}.", name=name)
     return ZOO[canonical]
 
 

@@ -1,6 +1,6 @@
 """An example of a user's own ops, registered without editing the package.
 
-    python train_search.py --ops-module examples/my_ops.py \
+    darts-forge search --plugin examples/my_ops.py \
         --primitives none,skip_connect,max_pool_3x3,sep_conv_3x3,conv_3x3_gelu
 
 A factory takes ``(C, stride, affine)`` and returns a module mapping (B, C, H, W) to (B, C, H/stride, W/stride).

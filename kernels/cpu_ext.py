@@ -12,8 +12,9 @@ Each C++ file writes out its math; ``tests/kernels/test_cpu_ext.py`` checks them
 
 Building takes about 10 s with g++ on 2 cores, once per machine: the library is cached by
 ``torch.utils.cpp_extension`` under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``). It is
-compiled for the instruction set of the machine that builds it (AVX-512 or AVX2 where present), and the set is
-part of the library's name, so a cache shared between different machines does not load the wrong one.
+compiled for the instruction set of the machine that builds it (AVX-512 or AVX2 where present) against the
+installed torch; both are part of the library's name, so a cache shared between machines or kept across a torch
+upgrade never loads a library built for another.
 
 Where there is no compiler, or the build fails, or ``DARTS_FORGE_CPU_EXT=0`` is set, :func:`load` returns None
 once and logs why, and the pure-PyTorch path runs: the same mathematics, slower.
@@ -65,6 +66,12 @@ def _clear_stale_lock(cpp_extension, name: str, max_age_s: float = 300.0) -> Non
         pass
 
 
+def cache_name(isa: str, torch_version: str) -> str:
+    """The extension's name, which is its cache key: the instruction set and the torch version it is built for."""
+    version = "".join(c if c.isalnum() else "_" for c in torch_version)
+    return f"darts_forge_cpu_{isa}_torch_{version}"
+
+
 def status() -> str:
     """One line for the start-up log: whether the compiled kernels are in use, and why not."""
     if "ops" not in _state:
@@ -93,7 +100,7 @@ def load():
         finally:
             quiet.setLevel(level)
         isa, flags = _isa()
-        name = f"darts_forge_cpu_{isa}"
+        name = cache_name(isa, torch.__version__)
         _clear_stale_lock(cpp_extension, name)
         log.info("loading the compiled CPU kernels (%s); the first time on a machine they are built, about 10 s", isa)
         cpp_extension.load(name=name, sources=_SOURCES, extra_cflags=["-O3", "-fopenmp", *flags],

@@ -49,10 +49,8 @@ def _plan(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation) -> str | 
     return "s2d1" if d == (1, 1) else ("s2d2" if even else None)
 
 
-#: The compiled forward runs on maps of at most this many pixels (8x8 and smaller: 1.2x to 3.6x faster than
-#: oneDNN there). On the 16x16 and 32x32 maps it is 1.0x to 1.8x faster in isolation and made the second-order
-#: step about 4% faster, but raised its peak RSS from about 2.8 to 3.0 GB, half the reference path's: the live
-#: bytes were the same (glibc's ``mallinfo2``: 1.07 GB either way) and glibc's heap grew by its fragmentation.
+#: The compiled forward runs on maps of at most this many pixels: there it beats oneDNN clearly; on larger maps it
+#: gains little and fragments glibc's heap, which raises the peak RSS (docs/performance.md).
 COMPILED_FORWARD_MAX_PIXELS = 64
 
 
@@ -77,8 +75,7 @@ def dw_conv(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation, flip: b
     """Depthwise ``conv2d(x, w, stride, padding, dilation, groups=C)``; ``x`` ``(B, C, H, W)``, ``w`` ``(C, 1, k, k)``.
 
     With the compiled kernels, on maps up to :data:`COMPILED_FORWARD_MAX_PIXELS`, every case but the dilated 5x5
-    stride-1 one (where oneDNN is as fast or faster) runs as ``dw_conv_forward`` (measured one by one at batch
-    32, 2 threads: 1.0x to 3.6x as fast as oneDNN from 32x32 to 4x4). Otherwise the stride-2, dilation-2 case runs
+    stride-1 one (where oneDNN is as fast or faster) runs as ``dw_conv_forward``. Otherwise the stride-2, dilation-2 case runs
     as a plain conv of the even phase
     (oneDNN's channels-last kernel for it is several times slower than for the plain conv), and everything else is
     ``F.conv2d``. ``flip``: convolve with the kernel flipped in both directions (the input gradient).
@@ -167,7 +164,7 @@ def dw_conv_backward(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride, 
     k = w.shape[-1]
     gx = gw = compiled_gw = None
     if need_w and _compiled(x, w, stride, padding, dilation) is not None:
-        # Any stride and dilation, 1.2x to 26x faster than the rewrites below (see kernels/csrc/dwconv.cpp).
+        # Any stride and dilation, much faster than the rewrites below (see kernels/csrc/dwconv.cpp).
         compiled_gw = cpu_ext.load().dw_conv_weight_grad(g.contiguous(memory_format=torch.channels_last), x, k,
                                                          stride[0], padding[0], dilation[0])
         need_w = False

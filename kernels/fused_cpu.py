@@ -28,14 +28,7 @@ path computes it node by node instead of edge by edge:
 * Where a C++ compiler is available, the BN-weighted sum, the SepConv's middle BN + ReLU and the depthwise conv
   weight gradient (and forward, on maps up to 8x8) run as compiled kernels (:mod:`kernels.cpu_ext`).
 
-Measured with ``benchmarks/bench_search_step.py --order first,second --batch 32 --kernels reference,auto
---rounds 3`` on 2 shared CPU cores, 2026-11-30, with the compiled kernels, two runs: first-order step 4.08x and
-3.05x faster, second-order (finite-difference) 4.18x and 3.20x, peak RSS 0.35 and 0.47-0.48 of the reference's
-(see the README's performance section). In pure PyTorch, over all runs: first order 2.5x to 3.2x, second
-order 2.4x to 3.3x, peak RSS 0.35 and 0.45. Side by side against the previous version of this path (3x3 pairs
-only, oneDNN's depthwise backward), one thread: first order 6.97 s -> 4.82 s and second order 18.9 s -> 12.8 s
-from the rewritten depthwise gradients; keeping only the SepConv input then cut the second-order peak RSS from
-about 3.5 GB to 2.7 GB at the same speed.
+What each of these gains, measured, is in ``docs/performance.md``.
 
 Parameters and buffers are read from the modules at every call (``torch.func.functional_call`` substitutes
 them in the second-order step). Any candidate module this file does not recognise runs as itself, unfused. In
@@ -49,10 +42,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from darts.ops import FactorizedReduce, Identity, Zero
-
 from .bn_sum import bn_weighted_sum
 from .dwpw import dw_pw, is_dw_pw
+from .interface import FACTORIZED_REDUCE, IDENTITY, ZERO, kind_of
 from .reference import cell_reference, mixed_op_reference
 from .sepconv import is_sep_conv, sep_conv
 
@@ -101,10 +93,9 @@ def _body(layers, y):
 
     On CPU a SepConv's inside runs as one node that keeps only ``y`` (:mod:`kernels.sepconv`), and every other
     depthwise + 1x1 pair (DilConv) as one node that recomputes the middle (:mod:`kernels.dwpw`), with the
-    depthwise gradients of :mod:`kernels.dwconv`: with them the recomputing step is faster than oneDNN's own
-    depthwise backward on the stored outputs, and it stores about a third less (measured at batch 32, C=16,
-    see the module docstring). Elsewhere (CUDA, with the Triton sum; not measured with these) only the 3x3 pairs
-    recompute, as before.
+    depthwise gradients of :mod:`kernels.dwconv`: with them recomputing is faster than oneDNN's own depthwise
+    backward on stored outputs, and it stores less. Elsewhere (CUDA, with the Triton sum) only the 3x3 pairs
+    recompute.
     """
     cpu = y.device.type == "cpu"
     if cpu and is_sep_conv(layers):
@@ -139,9 +130,10 @@ def _edge_plan(mixed_op) -> list:
         return cached[1]
     plan = []
     for k, op in enumerate(mixed_op.candidates):
-        if isinstance(op, Zero):
+        kind = kind_of(op)
+        if kind == ZERO:
             plan.append(("zero", k, op))
-        elif isinstance(op, Identity):
+        elif kind == IDENTITY:
             plan.append(("identity", k, None))
         elif (isinstance(op, nn.Sequential) and len(op) == 2 and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d))
               and _is_bn(op[1])):
@@ -150,7 +142,7 @@ def _edge_plan(mixed_op) -> list:
         elif (isinstance(getattr(op, "op", None), nn.Sequential) and isinstance(op.op[0], nn.ReLU)
               and _is_bn(op.op[-1])):
             plan.append(("conv", k, (tuple(op.op)[1:-1], op.op[-1])))
-        elif isinstance(op, FactorizedReduce) and _is_bn(op.bn):
+        elif kind == FACTORIZED_REDUCE and _is_bn(op.bn):
             plan.append(("reduce", k, op))
         else:
             plan.append(("plain", k, op))
@@ -170,8 +162,8 @@ def _avg_pool_3x3(h: torch.Tensor, stride: int) -> torch.Tensor:
     """``AvgPool2d(3, stride, padding=1, count_include_pad=False)`` as a depthwise sum and a divide by the count.
 
     The sum is a depthwise conv with a ones kernel, which oneDNN runs several times faster than PyTorch's average
-    pool kernel on channels-last maps of 16x16 and more (fused step at batch 32: forward and backward of the 32x32 pool
-    1.76 ms -> 0.49 ms, 2 threads); the count of in-image taps per output (4, 6 or 9) is a cached map.
+    pool kernel on channels-last maps of 16x16 and more; the count of in-image taps per output (4, 6 or 9) is a
+    cached map.
     """
     C, H, W = h.shape[1], h.shape[-2], h.shape[-1]
     key = (H, W, stride, h.dtype, h.device)
@@ -236,7 +228,7 @@ def make_impls(bn_sum, channels_last_on_cpu: bool):
         if channels_last_on_cpu and s1.device.type == "cpu":
             s0 = s0.contiguous(memory_format=torch.channels_last)
             s1 = s1.contiguous(memory_format=torch.channels_last)
-        states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+        states = list(cell.preprocess(s0, s1))
         caches = [{}, {}]
         offset = 0
         for _ in range(cell.steps):

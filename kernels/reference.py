@@ -9,7 +9,7 @@ def mixed_op_reference(mixed_op, x: torch.Tensor, weights: torch.Tensor) -> torc
     """``Σ_k weights[k] · op_k(x)`` over ``mixed_op.candidates`` (DARTS Eq. 2), one PyTorch module per op.
 
     Args:
-        mixed_op: a :class:`darts.search.MixedOp` (its ``candidates`` ModuleList, one module per primitive).
+        mixed_op: a mixed op (:class:`kernels.interface.MixedOpLike`: its ``candidates``, one module per primitive).
         x: ``(B, C, H, W)`` input of the edge.
         weights: ``(K,)`` op weights of this edge, e.g. a row of softmax(α).
     Returns:
@@ -27,7 +27,8 @@ def cell_reference(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tens
     """A search cell, edge by edge: node ``i`` is ``Σ_j c_ij · edge_ij(h_j, w_ij)`` over every earlier node ``j``.
 
     Args:
-        cell: a :class:`darts.search.SearchCell` (``preprocess0/1``, ``edges``, ``steps``, ``multiplier``).
+        cell: a search cell (:class:`kernels.interface.SearchCellLike`: ``preprocess``, ``edges``, ``steps``,
+            ``multiplier``).
         s0, s1: outputs of the two previous cells, ``(B, C_pp, H', W')`` and ``(B, C_p, H, W)``.
         weights: ``(edges, K)`` op weights of the cell type.
         coefficients: None (``c`` = 1), or ``(edges,)`` factors on the edge outputs (PC-DARTS's edge
@@ -35,7 +36,7 @@ def cell_reference(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tens
     Returns:
         ``(B, multiplier·C, H/s, W/s)``: the last ``multiplier`` nodes concatenated.
     """
-    states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+    states = list(cell.preprocess(s0, s1))
     offset = 0
     for _ in range(cell.steps):
         s = None

@@ -5,11 +5,9 @@ first ReLU and the final BN (fused into the node's weighted sum, :mod:`kernels.b
 first 1x1 output (for the BN backward) and the second ReLU output (for the ReLU and the second depthwise conv):
 two activations per separable conv, four per edge of the DARTS space. This node keeps neither: backward
 recomputes them from the input, which is the node's shared ReLU and is kept anyway, and from the saved BN
-statistics. The middle BN is non-affine, in training mode (batch statistics), as in the supernet.
-
-Measured in the second-order step (batch 32, C=16, 2 CPU cores): peak RSS about 3.5 GB -> 2.7 GB at the same
-speed. Keeping the first 1x1 output instead (no depthwise + 1x1 recomputation) was about 4% faster but took the
-peak back up to 2.8-3.1 GB, over half the reference's, so it is not done.
+statistics. The middle BN is non-affine, in training mode (batch statistics), as in the supernet. Recomputing
+costs little time and is what keeps the fused second-order step under half the reference's memory
+(docs/performance.md).
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ import sys
 import pytest
 import torch
 
+#: TRITON_INTERPRET as the suite was started with (the kernel tests set it for themselves only)
+GIVEN_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -40,3 +42,4 @@ def small_cell_file(tmp_path):
     path = tmp_path / "cell.json"
     path.write_text(json.dumps(SMALL_CELL))
     return path
+

@@ -7,7 +7,7 @@ from torch.func import functional_call
 from darts.bilevel import BilevelOptimizer
 from darts.errors import NonFiniteLossError
 from darts.ops import DARTS_PRIMITIVES
-from darts.search import Supernet
+from darts.spaces import Supernet
 
 XI, MU, WD = 0.05, 0.9, 3e-4
 

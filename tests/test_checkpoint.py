@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from darts.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from darts.run.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from darts.errors import CheckpointError
 
 

@@ -86,6 +86,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     deadline = time.time() + 300
     while not os.path.exists(ckpt) and time.time() < deadline and p.poll() is None:
         time.sleep(0.02)
+    assert p.poll() is None, "the run ended before it could be killed"
     p.send_signal(signal.SIGKILL)
     p.wait()
     state = torch.load(ckpt, weights_only=True)
@@ -129,7 +130,7 @@ def test_bad_input_catalogue(tmp_path):
                            check=False), "unknown op 'sep_conv_3x'", "sep_conv_3x3")
     assert not os.path.exists(tmp_path / "a"), "a failed start must not leave a run directory"
     assert_clear_error(run("train_search.py", "--ops-module", "no_such_module_xyz", check=False),
-                       "could not import op module")
+                       "could not import plug-in")
     assert_clear_error(run("train_search.py", "--dataset", "cifar10", "--data", str(tmp_path / "missing"),
                            check=False), "does not exist")
     assert_clear_error(run("train_search.py", "--epochs", "0", check=False), "--epochs must be positive")
@@ -165,7 +166,7 @@ def test_checkpoint_from_another_search_space(tmp_path):
     os.replace(os.path.join(a, "checkpoint.pt"), os.path.join(b, "checkpoint.pt"))
     assert_clear_error(run("train_search.py", "--resume", b, check=False), "another search space")
     # a checkpoint of the same space written by another search method
-    from darts.checkpoint import load_checkpoint, save_checkpoint
+    from darts.run.checkpoint import load_checkpoint, save_checkpoint
     state = load_checkpoint(os.path.join(b, "checkpoint.pt"))
     state.pop("format")
     save_checkpoint({**state, "primitives": ["none", "skip_connect", "sep_conv_3x3"], "method": "gdas"},
@@ -184,13 +185,29 @@ def test_help():
     for script in ("train_search.py", "train_final.py"):
         p = run(script, "--help")
         assert "--resume" in p.stdout and "--init-channels" in p.stdout
+    p = run("train_search.py", "--help")
+    assert "--pc-k" in p.stdout and "--nb201-cells" in p.stdout and "--method pcdarts:" in p.stdout  # their groups
+
+
+def test_the_darts_forge_command_runs_from_any_directory(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "darts-forge")
+    if not os.path.exists(exe):
+        pytest.skip(f"the console script is not installed beside {sys.executable} (pip install . installs it)")
+    p = subprocess.run([exe, "zoo"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "DARTS_V2" in p.stdout
+    p = subprocess.run([exe, "search", *TINY, "--epochs", "1", "--out", "here"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "here" / "genotype.json").exists()
+    p = subprocess.run([exe, "serch"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "did you mean search" in p.stderr
 
 
 def test_more_bad_inputs(tmp_path):
     broken = tmp_path / "broken_ops.py"
     broken.write_text("raise RuntimeError('boom at import')\n")
     assert_clear_error(run("train_search.py", "--ops-module", str(broken), check=False),
-                       "could not import op module", "boom at import")
+                       "could not import plug-in", "boom at import")
     code = tmp_path / "code.txt"
     code.write_text("Genotype(normal=__import__('os').system('touch PWNED'), normal_concat=[2], reduce=[], "
                     "reduce_concat=[2])")

@@ -12,7 +12,7 @@ from darts.collapse import (HessianEarlyStop, SkipEarlyStop, count_skips, domina
                             largest_hessian_eigenvalue)
 from darts.errors import NonFiniteLossError
 from darts.genotype import Genotype
-from darts.search import Supernet
+from darts.spaces import Supernet
 
 PRIMITIVES = ("none", "skip_connect", "sep_conv_3x3", "max_pool_3x3")
 

@@ -11,9 +11,9 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 from darts.bilevel import BilevelOptimizer
-from darts.distributed import DistEnv, all_reduce_mean, wrap_ddp
+from darts.run.distributed import DistEnv, all_reduce_mean, wrap_ddp
 from darts.ops import DARTS_PRIMITIVES
-from darts.search import Supernet
+from darts.spaces import Supernet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B, STEPS = 4, 3

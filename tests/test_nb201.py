@@ -10,11 +10,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from darts.bilevel import BilevelOptimizer
-from darts.errors import ConfigError, GenotypeError
+from darts.errors import ConfigError, GenotypeError, UnknownNameError
 from darts.methods import get_method, list_methods
 from darts.ops import DARTS_PRIMITIVES, ReLUConvBN, build_op
-from darts.search import Supernet
-from darts.spaces import SPACES, build_search_model, check_space_primitives, default_primitives
+from darts.spaces import Supernet
+from darts.spaces import SPACES, check_space_primitives, default_primitives, get_space
 from darts.spaces import nb201_bench
 from darts.spaces.nb201 import (NB201_EDGES, NB201_PRIMITIVES, NB201Genotype, NB201SearchCell, NB201Supernet,
                                 ResNetBasicBlock, derive_nb201, load_nb201_genotype)
@@ -285,22 +285,21 @@ def test_bad_genotype_objects_and_files(tmp_path):
 
 
 def test_space_registry():
-    assert SPACES == ("darts", "nb201")
+    assert SPACES.list()[:2] == ["darts", "nb201"]
     assert default_primitives("nb201") == P and default_primitives("darts") == DARTS_PRIMITIVES
     assert check_space_primitives("nb201", ["skip_connect", "nor_conv_3x3"]) == ("skip_connect", "nor_conv_3x3")
     assert check_space_primitives("darts", DARTS_PRIMITIVES) == DARTS_PRIMITIVES
     with pytest.raises(ConfigError, match="only has cells over"):
         check_space_primitives("nb201", ["nor_conv_3x3", "sep_conv_3x3"])
-    with pytest.raises(ConfigError, match="unknown search space"):
+    with pytest.raises(UnknownNameError, match="unknown search space"):
         check_space_primitives("nasnet", P)
-    common = dict(C=4, num_classes=3, layers=3, nodes=2, stem_multiplier=3, in_channels=1, kernels="reference",
-                  method=None)
-    m = build_search_model("nb201", cells_per_stage=1, primitives=P, **common)
-    assert isinstance(m, NB201Supernet) and m.space == "nb201" and m.cells_per_stage == 1
-    d = build_search_model("darts", cells_per_stage=None, primitives=DARTS_PRIMITIVES, **common)
-    assert isinstance(d, Supernet) and d.space == "darts" and d.steps == 2 and len(d.cells) == 3
+    common = dict(C=4, num_classes=3, in_channels=1, kernels="reference", method=get_method("darts"))
+    m = get_space("nb201", cells=1).build_supernet(primitives=P, **common)
+    assert isinstance(m, NB201Supernet) and m.cells_per_stage == 1
+    d = get_space("darts", layers=3, nodes=2).build_supernet(primitives=DARTS_PRIMITIVES, **common)
+    assert isinstance(d, Supernet) and d.steps == 2 and len(d.cells) == 3
     with pytest.raises(ConfigError):
-        build_search_model("nb201", cells_per_stage=1, primitives=DARTS_PRIMITIVES, **common)
+        get_space("nb201", cells=1).build_supernet(primitives=DARTS_PRIMITIVES, **common)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import torch.nn as nn
 from darts.bilevel import BilevelOptimizer
 from darts.final import NetworkCIFAR
 from darts.ops import DARTS_PRIMITIVES
-from darts.search import Supernet
+from darts.spaces import Supernet
 from darts.zoo import get_genotype
 
 

@@ -16,17 +16,32 @@ from tests.test_cli import TINY, run
 pytestmark = pytest.mark.slow
 
 
-def run_with_kills(script, args, out, kills, seed):
-    """Start ``script``, SIGKILL it after a random delay, resume, and repeat ``kills`` times; then finish."""
+def completed_epochs(out) -> int:
+    path = os.path.join(out, "metrics.jsonl")
+    return sum(1 for line in open(path) if line.strip()) if os.path.exists(path) else 0
+
+
+def run_with_kills(script, args, out, kills, seed, epochs):
+    """Start ``script``, SIGKILL it while it runs (after a random delay once it has started an epoch), resume, and
+    repeat ``kills`` times; then finish. Every kill must land in a live run with epochs still to go."""
     rng = random.Random(seed)
     cmd = [sys.executable, script, *args, "--out", out]
-    for _ in range(kills):
+    for k in range(kills):
+        before = completed_epochs(out)
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.0, 9.0))
+        log = os.path.join(out, "log.txt")
+        size = os.path.getsize(log) if os.path.exists(log) else -1
+        deadline = time.time() + 300
+        while time.time() < deadline and p.poll() is None and (not os.path.exists(log) or
+                                                                 os.path.getsize(log) <= size):
+            time.sleep(0.05)  # until this process has set its run up and logged its start
+        time.sleep(rng.uniform(0.2, 2.0))
+        assert p.poll() is None, f"kill {k + 1} came too late: the run had already ended"
         p.send_signal(signal.SIGKILL)
-        p.wait()
-        if os.path.exists(os.path.join(out, "config.json")):  # killed after the run directory was set up
-            cmd = [sys.executable, script, "--resume", out, "--no-progress"]
+        assert p.wait() == -signal.SIGKILL
+        assert completed_epochs(out) < epochs, f"kill {k + 1} landed after the last epoch"
+        assert completed_epochs(out) >= before  # nothing recorded before the kill was lost
+        cmd = [sys.executable, script, "--resume", out, "--no-progress"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
 
 
@@ -46,7 +61,7 @@ def assert_same_run(a, b):
 def test_search_killed_at_random_points(tmp_path):
     args = [*TINY, "--epochs", "4"]
     run("train_search.py", *args, "--out", str(tmp_path / "ref"))
-    run_with_kills("train_search.py", args, str(tmp_path / "killed"), kills=3, seed=1)
+    run_with_kills("train_search.py", args, str(tmp_path / "killed"), kills=3, seed=1, epochs=4)
     assert_same_run(str(tmp_path / "ref"), str(tmp_path / "killed"))
     g = lambda d: json.load(open(os.path.join(d, "genotype.json")))
     assert g(tmp_path / "ref") == g(tmp_path / "killed")
@@ -58,5 +73,5 @@ def test_retraining_killed_at_random_points(tmp_path, small_cell_file):
     args = ["--genotype", str(cell), "--epochs", "6", "--init-channels", "8", "--layers", "4", "--cutout",
             "--cutout-length", "4", "--drop-path-prob", "0.3", "--no-progress"]
     run("train_final.py", *args, "--out", str(tmp_path / "ref"))
-    run_with_kills("train_final.py", args, str(tmp_path / "killed"), kills=3, seed=2)
+    run_with_kills("train_final.py", args, str(tmp_path / "killed"), kills=3, seed=2, epochs=6)
     assert_same_run(str(tmp_path / "ref"), str(tmp_path / "killed"))

@@ -15,31 +15,43 @@ A method differs from DARTS in at most these places (NNI's and NASLib's "get / p
 * ``derive_weights`` and ``cell_rule``: the op strengths the discretizer reads, and the rule it applies;
 * ``presets_for``: the settings of the method's authors, per search space and data-set scale.
 
-The supernet and the bilevel step call these hooks and nothing else; a new method is one subclass registered
-with :func:`darts.methods.register_method`.
+A method declares its options as a dataclass (``Options``, fields made with :func:`darts.options.option`); its
+command-line flags (``--{flag_prefix}-{field}``), defaults and validation are generated from it. The supernet and the
+bilevel step call these hooks and nothing else; a new method is one subclass registered with
+:func:`darts.methods.register_method`, in a file of its own.
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..search.mixed_op import MixedOp
+from ..errors import ConfigError
+from ..options import check_options
+from ..supernet import MixedOp
 
 
 class SearchMethod:
-    """DARTS (Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019): softmax over α.
+    """The hooks of a search method, with DARTS's behaviour (Liu, Simonyan, Yang, "DARTS: Differentiable
+    Architecture Search", ICLR 2019: softmax over α) as the default of each.
+
+    Construct with the options as keywords (``PCDARTS(k=2)``) or as an ``Options`` instance; they are validated
+    against their declarations (:class:`darts.errors.ConfigError` naming the flag), then :meth:`setup` runs.
 
     Class attributes a subclass sets:
         name: the ``--method`` value.
         paper: the citation printed in ``--help`` and the README.
+        Options: a dataclass of the method's options (fields from :func:`darts.options.option`).
+        flag_prefix: the prefix of their flags and keywords (``pc`` -> ``--pc-k``, ``darts.search(pc_k=...)``).
         presets: config fields the method's authors set differently from DARTS, used where the user did not set
             them: ``{"paper": {...}, "small": {...}, SPACE: {...}, "SPACE/paper": {...}, "SPACE/small": {...}}``.
-            ``paper`` applies to the full-size data sets (CIFAR, ImageFolder), ``small`` to the embedded and
-            synthetic sets (epochs scaled down); a space's entries apply in that space, after the scale's.
+            ``paper`` applies to the full-size data sets (CIFAR, ImageFolder, your own), ``small`` to the embedded
+            and synthetic sets (epochs scaled down); a space's entries apply in that space, after the scale's. Keys
+            are option keywords: the general ones (``lr``), the space's (``layers``) or the method's own (``pc_k``).
         generic_cell: True when the method changes how an edge or a node is computed, so the search cell runs
             edge by edge (each edge still through the ``--kernels`` mixed-op implementation) instead of the
             fused cell path.
@@ -52,14 +64,37 @@ class SearchMethod:
             threshold of the ``threshold`` rule, for the DARTS space.
     """
 
-    name: ClassVar[str] = "darts"
-    paper: ClassVar[str] = "Liu et al., DARTS: Differentiable Architecture Search, ICLR 2019"
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    flag_prefix: ClassVar[str] = ""
+
+    @dataclass
+    class Options:
+        """No options."""
+
     presets: ClassVar[dict[str, dict]] = {}
     generic_cell: ClassVar[bool] = False
     uses_all_weights: ClassVar[bool] = True
     uses_op_mask: ClassVar[bool] = False
     cell_rule: str = "darts"
     cell_threshold: float | None = None
+
+    def __init__(self, options=None, /, **kwargs):
+        if options is None:
+            try:
+                options = self.Options(**kwargs)
+            except TypeError as e:  # an unknown keyword
+                raise ConfigError(f"--method {self.name}: {e}") from None
+        elif kwargs:
+            raise ConfigError(f"--method {self.name}: give the options as keywords or as an Options object, not both")
+        self.options = check_options(options, self.flag_prefix, source=f"--method {self.name}")
+        self.setup()
+
+    def setup(self) -> None:
+        """Derive the method's state from ``self.options``; raise :class:`ConfigError` for inconsistent ones."""
+
+    def check_run(self, cfg, space) -> None:
+        """Raise :class:`ConfigError` if the method cannot run with the general settings ``cfg`` in ``space``."""
 
     def presets_for(self, space: str, paper_scale: bool) -> dict:
         """The settings this method's authors use in ``space`` at the data set's scale (see ``presets``)."""
@@ -122,6 +157,9 @@ class SearchMethod:
     def describe(self) -> str:
         """One line for the start-up log."""
         return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options})"
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

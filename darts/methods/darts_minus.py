@@ -3,12 +3,17 @@ an auxiliary skip connection on every edge, with a coefficient decayed to zero o
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
 from ..ops import FactorizedReduce, Identity
-from ..search.mixed_op import MixedOp
+from ..options import option
+from ..supernet import MixedOp
 from .base import SearchMethod
+from .registry import register_method
 
 
 class AuxSkipMixedOp(nn.Module):
@@ -30,29 +35,32 @@ class AuxSkipMixedOp(nn.Module):
         return y + self.beta * self.aux(x) if self.beta != 0 else y
 
 
+@register_method
 class DARTSMinus(SearchMethod):
     """Plain DARTS softmax, plus the auxiliary skip whose coefficient decays from ``beta0`` to 0.
 
-    Args:
+    Options:
         beta0: initial coefficient (1 in the paper).
         decay: ``linear`` (the paper's default) or ``cosine``.
     """
 
     name = "darts-"
     paper = "Chu et al., DARTS-: Robustly Stepping out of Performance Collapse Without Indicators, ICLR 2021"
+    flag_prefix = "dartsminus"
     generic_cell = True
 
-    def __init__(self, beta0: float = 1.0, decay: str = "linear"):
-        if decay not in ("linear", "cosine"):
-            raise ValueError(f"DARTS- decay must be linear or cosine, got {decay!r}")
-        self.beta0, self.decay, self.beta = beta0, decay, beta0
+    @dataclass
+    class Options:
+        beta0: float = option(1.0, "initial coefficient of the auxiliary skip", nonneg=True)
+        decay: str = option("linear", "decay of the coefficient to 0", choices=("linear", "cosine"))
+
+    def setup(self):
+        self.beta0, self.decay, self.beta = self.options.beta0, self.options.decay, self.options.beta0
 
     def build_edge(self, C, stride, primitives, search_bn=True):
         return AuxSkipMixedOp(C, stride, primitives, search_bn)
 
     def start_epoch(self, model, epoch, epochs):
-        import math
-
         frac = epoch / epochs  # reaches 0 only after the last epoch, as β_t = β0 (1 - t/T)
         self.beta = self.beta0 * (1 - frac) if self.decay == "linear" else self.beta0 * 0.5 * (1 + math.cos(math.pi * frac))
         for m in model.modules():

@@ -4,14 +4,18 @@ with the ops pruned half-way (the authors' progressive scheme).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
 from ..ops import DARTS_PRIMITIVES
-from ..search.mixed_op import MixedOp
+from ..options import option
+from ..supernet import MixedOp
 from .base import SearchMethod
-from .pcdarts import PartialMixedOp
+from .pcdarts import PartialMixedOp, check_divisible
+from .registry import register_method
 
 #: the authors' DARTS-space ops: the DARTS primitives without ``none`` (DrNAS ``DARTS-space/genotypes.py``)
 DRNAS_PRIMITIVES = tuple(p for p in DARTS_PRIMITIVES if p != "none")
@@ -34,6 +38,7 @@ def prune_ops(alpha: torch.Tensor, mask: torch.Tensor, keep: int) -> None:
     mask.copy_(new_mask)
 
 
+@register_method
 class DrNAS(SearchMethod):
     """Training forward: ``w ~ Dir(β)`` per edge by ``rsample`` (Sec. 3.1), a fresh sample at every forward pass (the
     authors' code draws in ``Network.forward``); evaluation uses the mean ``β / Σβ``. The discretizer ranks ops and
@@ -47,7 +52,7 @@ class DrNAS(SearchMethod):
     changes the weights' shapes mid-run, which the optimizer, DistributedDataParallel and the checkpoint would
     have to follow, and the authors fill the new channels with random copies, so no result depends on its details.
 
-    Args:
+    Options:
         reg: ``l2`` (the authors' default): α weight decay of ``reg_scale`` and nothing else; ``kl``: add
             ``reg_scale · KL(Dir(β) || Dir(1))``, the anchor regulariser of Eq. 3, to the α loss, with no α weight
             decay (their ``architect.py``).
@@ -58,6 +63,16 @@ class DrNAS(SearchMethod):
 
     name = "drnas"
     paper = "Chen et al., DrNAS: Dirichlet Neural Architecture Search, ICLR 2021"
+    flag_prefix = "drnas"
+
+    @dataclass
+    class Options:
+        reg: str = option("l2", "regulariser: l2 (α weight decay of --drnas-reg-scale, the authors' default) or kl "
+                          "(the KL to the Dir(1) anchor, then no α weight decay)", choices=("l2", "kl"))
+        reg_scale: float = option(1e-3, "scale of the regulariser", nonneg=True)
+        k: int = option(4, "1/K of the channels go through the mixed op (nb201: 1)", positive=True, max=1024)
+        keep_ops: int = option(4, "ops each edge keeps in the second half of the search (0: no pruning, as in nb201)",
+                               nonneg=True, max=1024)
     # DARTS-space/train_search.py: lr 0.1 -> 0, α Adam 6e-4, 36 channels and 20 cells (it searches at the
     # evaluation size), two stages of 25 epochs, α frozen for the first 10 epochs of each.
     presets = {
@@ -72,13 +87,13 @@ class DrNAS(SearchMethod):
     }
     uses_op_mask = True
 
-    def __init__(self, reg: str = "l2", reg_scale: float = 1e-3, k: int = 4, keep_ops: int = 4):
-        if reg not in ("kl", "l2"):
-            raise ValueError(f"DrNAS regulariser must be kl or l2, got {reg!r}")
-        if k < 1 or keep_ops < 0:
-            raise ValueError(f"DrNAS needs k >= 1 and keep_ops >= 0, got k={k}, keep_ops={keep_ops}")
-        self.reg, self.reg_scale, self.k, self.keep_ops = reg, reg_scale, k, keep_ops
-        self.generic_cell = k > 1
+    def setup(self):
+        o = self.options
+        self.reg, self.reg_scale, self.k, self.keep_ops = o.reg, o.reg_scale, o.k, o.keep_ops
+        self.generic_cell = self.k > 1
+
+    def check_run(self, cfg, space):
+        check_divisible(space.cell_channels(cfg.init_channels), self.k, "--method drnas", "--drnas-k")
 
     def presets_for(self, space, paper_scale):
         out = super().presets_for(space, paper_scale)

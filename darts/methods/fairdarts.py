@@ -3,19 +3,24 @@ ECCV 2020): independent sigmoids instead of the softmax, and a zero-one loss tha
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..ops import DARTS_PRIMITIVES
+from ..options import option
 from .base import SearchMethod
+from .registry import register_method
 
 #: the authors' ops: the DARTS primitives without ``none`` (FairDARTS ``fairdarts/genotypes.py``)
 FAIR_PRIMITIVES = tuple(p for p in DARTS_PRIMITIVES if p != "none")
 
 
+@register_method
 class FairDARTS(SearchMethod):
     """Op weights ``σ(α)`` (Eq. 3): ops do not compete, so a skip connection cannot win only by starving the rest.
 
-    Args:
+    Options:
         zero_one_weight: ``w_01`` of the zero-one loss ``L_01 = −(1/N) Σ_i (σ(α_i) − 0.5)²`` over all N α of both
             cells (Eq. 4, the authors' ``ConvSeparateLoss``), added to the validation loss from the first epoch;
             10 in the paper.
@@ -29,6 +34,15 @@ class FairDARTS(SearchMethod):
 
     name = "fairdarts"
     paper = "Chu et al., Fair DARTS: Eliminating Unfair Advantages in Differentiable Architecture Search, ECCV 2020"
+    flag_prefix = "fair"
+
+    @dataclass
+    class Options:
+        zero_one_weight: float = option(10.0, "weight of the zero-one loss", nonneg=True)
+        cell_rule: str = option("threshold", "cell rule: the DARTS edges, each kept only if its sigmoid reaches "
+                                "--fair-threshold (the authors'), or the DARTS rule", choices=("threshold", "darts"))
+        threshold: float = option(0.85, "sigmoid an op must reach to be kept", min=0, max=1, min_exclusive=True,
+                                  max_exclusive=True)
     # fairdarts/train_search.py and architect.py: batch 128, lr 0.005 -> 0.001, α Adam 3e-3 with betas (0.9, 0.999)
     presets = {
         "paper": dict(batch_size=128, lr=0.005, lr_min=0.001, arch_lr=3e-3, arch_weight_decay=1e-3, arch_beta1=0.9),
@@ -36,12 +50,9 @@ class FairDARTS(SearchMethod):
         "darts": dict(primitives=FAIR_PRIMITIVES),
     }
 
-    def __init__(self, zero_one_weight: float = 10.0, cell_rule: str = "threshold", threshold: float = 0.85):
-        if cell_rule not in ("threshold", "darts"):
-            raise ValueError(f"FairDARTS cell rule must be threshold or darts, got {cell_rule!r}")
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"FairDARTS threshold must be in (0, 1), got {threshold}")
-        self.zero_one_weight, self.cell_rule, self.cell_threshold = zero_one_weight, cell_rule, threshold
+    def setup(self):
+        o = self.options
+        self.zero_one_weight, self.cell_rule, self.cell_threshold = o.zero_one_weight, o.cell_rule, o.threshold
 
     def initial_alpha(self, shape):
         return torch.zeros(*shape)

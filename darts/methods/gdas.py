@@ -3,11 +3,16 @@ sampled with the Gumbel-max trick; gradients reach α through a straight-through
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from ..search.mixed_op import MixedOp
+from ..errors import ConfigError
+from ..options import option
+from ..supernet import MixedOp
 from .base import SearchMethod
+from .registry import register_method
 
 
 class SampledMixedOp(MixedOp):
@@ -35,6 +40,7 @@ class SampledMixedOp(MixedOp):
         return y
 
 
+@register_method
 class GDAS(SearchMethod):
     """Gumbel-softmax sampling of one op per edge with a temperature annealed from ``tau_max`` to ``tau_min``.
 
@@ -44,7 +50,7 @@ class GDAS(SearchMethod):
     Evaluation uses ``one_hot(argmax α)``. τ decays linearly with the epoch, ``τ_max − (τ_max − τ_min)·e/(E − 1)``,
     from 10 to 0.1 (Sec. 4.1, and AutoDL-Projects' ``GDAS.py``).
 
-    Args:
+    Options:
         tau_max, tau_min: the temperature schedule's ends.
         cell_rule: ``pairs`` (the authors' DARTS-space rule: each node keeps its two strongest (op, input) pairs
             over all incoming edges, so both may read one input) or ``darts`` (two distinct edges per node), both on
@@ -55,6 +61,17 @@ class GDAS(SearchMethod):
 
     name = "gdas"
     paper = "Dong and Yang, Searching for A Robust Neural Architecture in Four GPU Hours, CVPR 2019"
+    flag_prefix = "gdas"
+
+    @dataclass
+    class Options:
+        tau_max: float = option(10.0, "initial Gumbel-softmax temperature", positive=True)
+        tau_min: float = option(0.1, "final temperature", positive=True)
+        cell_rule: str = option("pairs", "DARTS-space cell rule: the two strongest (op, input) pairs per node (the "
+                                "authors'), or the DARTS rule (two distinct inputs)", choices=("pairs", "darts"))
+        unsampled_terms: bool = option(False, "add the zero-valued straight-through weights of the unsampled ops to "
+                                       "each edge, so every α gets a gradient (the authors' NAS-Bench-201 cell; on "
+                                       "in nb201)")
     # AutoDL-Projects' configs/search-opts/GDAS-NASNet-CIFAR.config (DARTS space) and
     # configs/nas-benchmark/algos/GDAS.config (NAS-Bench-201, batch 64), with Adam 3e-4 / 1e-3 for α.
     presets = {
@@ -67,14 +84,12 @@ class GDAS(SearchMethod):
     generic_cell = True
     uses_all_weights = False
 
-    def __init__(self, tau_max: float = 10.0, tau_min: float = 0.1, cell_rule: str = "pairs",
-                 unsampled_terms: bool = False):
-        if not 0 < tau_min <= tau_max:
-            raise ValueError(f"GDAS needs 0 < tau_min <= tau_max, got {tau_min}, {tau_max}")
-        if cell_rule not in ("pairs", "darts"):
-            raise ValueError(f"GDAS cell rule must be pairs or darts, got {cell_rule!r}")
-        self.tau_max, self.tau_min, self.tau = tau_max, tau_min, tau_max
-        self.cell_rule, self.unsampled_terms = cell_rule, unsampled_terms
+    def setup(self):
+        o = self.options
+        if o.tau_min > o.tau_max:
+            raise ConfigError(f"--gdas-tau-min ({o.tau_min}) is larger than --gdas-tau-max ({o.tau_max})")
+        self.tau_max, self.tau_min, self.tau = o.tau_max, o.tau_min, o.tau_max
+        self.cell_rule, self.unsampled_terms = o.cell_rule, o.unsampled_terms
         self._gumbel: dict[str, torch.Tensor] = {}
 
     def build_edge(self, C, stride, primitives, search_bn=True):

@@ -4,12 +4,17 @@ normalised edge weight β.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..search.mixed_op import MixedOp
+from ..errors import ConfigError
+from ..options import option
+from ..supernet import MixedOp
 from .base import SearchMethod, channel_shuffle
+from .registry import register_method
 
 
 class PartialMixedOp(nn.Module):
@@ -37,10 +42,11 @@ class PartialMixedOp(nn.Module):
         return channel_shuffle(torch.cat([y, x_b], dim=1), self.k)
 
 
+@register_method
 class PCDARTS(SearchMethod):
     """Partial channel connections and edge normalisation.
 
-    Args:
+    Options:
         k: the channel proportion 1/K (K=4 on CIFAR-10 in the paper).
     Edge normalisation (Sec. 3.3): node ``i`` sums ``softmax_j(β_ij) · edge_ij(h_j)`` over its incoming edges; the
     discretizer reads ``softmax(α) · softmax_j(β)`` so the edge choice uses both. Paper defaults (CIFAR-10):
@@ -49,15 +55,20 @@ class PCDARTS(SearchMethod):
 
     name = "pcdarts"
     paper = "Xu et al., PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search, ICLR 2020"
+    flag_prefix = "pc"
+
+    @dataclass
+    class Options:
+        k: int = option(4, "1/K of the channels go through the mixed op", positive=True, max=1024)
     presets = {"paper": dict(batch_size=256, lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_weight_decay=1e-3, arch_warmup=15),
                "small": dict(lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_weight_decay=1e-3, arch_warmup=2)}
     generic_cell = True
 
-    def __init__(self, k: int = 4):
-        if k < 1:
-            raise ValueError(f"PC-DARTS K must be positive, got {k}")
-        self.k = k
-        self._nodes = None
+    def setup(self):
+        self.k = self.options.k
+
+    def check_run(self, cfg, space):
+        check_divisible(space.cell_channels(cfg.init_channels), self.k, "--method pcdarts", "--pc-k")
 
     def build_edge(self, C, stride, primitives, search_bn=True):
         return PartialMixedOp(C, stride, primitives, self.k, search_bn)
@@ -80,3 +91,9 @@ class PCDARTS(SearchMethod):
 
     def describe(self):
         return f"pcdarts (K={self.k})"
+
+
+def check_divisible(channels: list[int], k: int, who: str, flag: str) -> None:
+    """:class:`ConfigError` unless every cell's channel count is a multiple of the partial-channel K."""
+    if any(c % k for c in channels):
+        raise ConfigError(f"{who} needs every cell's channels ({', '.join(map(str, channels))}) divisible by {flag} {k}")

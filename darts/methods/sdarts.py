@@ -4,12 +4,16 @@ Regularization", ICML 2020): random smoothing of the op weights during the weigh
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..ops import DARTS_PRIMITIVES
+from ..options import option
 from .base import SearchMethod
+from .registry import register_method
 
 
 def random_smoothing(probs: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -27,6 +31,7 @@ def random_smoothing(probs: torch.Tensor, epsilon: float) -> torch.Tensor:
     return w / w.sum(dim=-1, keepdim=True)
 
 
+@register_method
 class SDARTSRS(SearchMethod):
     """The weight steps see ``random_smoothing(softmax(α), ε)`` instead of ``softmax(α)`` (Sec. 3.2), drawn anew each
     weight step and fed to the cells as they are (no second softmax); the α step, evaluation and the discretizer use
@@ -40,13 +45,20 @@ class SDARTSRS(SearchMethod):
     name = "sdarts-rs"
     paper = "Chen and Hsieh, Stabilizing Differentiable Architecture Search via Perturbation-based " \
             "Regularization, ICML 2020"
+    flag_prefix = "sdarts"
     # the authors' DARTS space (sota/cnn/spaces.py, s5: their cells c10_s5_random / c10_s5_pgd) has no ``none``
     presets = {"darts": dict(primitives=tuple(p for p in DARTS_PRIMITIVES if p != "none"))}
 
-    def __init__(self, epsilon: float = 0.3, epsilon_min: float = 0.03):
-        if not 0 <= epsilon_min <= epsilon:
-            raise ValueError(f"SDARTS needs 0 <= epsilon_min <= epsilon, got {epsilon_min}, {epsilon}")
-        self.epsilon_max, self.epsilon_min, self.epsilon = epsilon, epsilon_min, epsilon_min
+    @dataclass
+    class Options:
+        epsilon: float = option(0.3, "final half-width of the uniform noise on the op weights", nonneg=True)
+        epsilon_min: float = option(0.03, "initial half-width", nonneg=True)
+
+    def setup(self):
+        o = self.options
+        if o.epsilon_min > o.epsilon:
+            raise ConfigError(f"--sdarts-epsilon-min ({o.epsilon_min}) is larger than --sdarts-epsilon ({o.epsilon})")
+        self.epsilon_max, self.epsilon_min, self.epsilon = o.epsilon, o.epsilon_min, o.epsilon_min
         self._smoothed: dict[str, torch.Tensor] | None = None
 
     def start_epoch(self, model, epoch, epochs):

@@ -17,11 +17,15 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-
 from ..errors import ConfigError, GenotypeError
 from ..genotype import read_genotype_file
+from ..methods import get_method
 from ..ops import ReLUConvBN, check_primitives
-from ..search.supernet import ArchParameters, SupernetBase
+from ..options import option
+from ..run.checkpoint import atomic_write_text
+from ..supernet import SupernetBase
+from .base import SearchSpace, register_space
+from .nb201_bench import open_benchmark
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +194,6 @@ class NB201Genotype:
 
     def save(self, path: str) -> None:
         """Write the genotype as JSON, atomically."""
-        from ..checkpoint import atomic_write_text
-
         atomic_write_text(path, self.to_json() + "\n")
 
 
@@ -333,15 +335,12 @@ class NB201Supernet(SupernetBase):
 
     def __init__(self, C: int, num_classes: int, cells_per_stage: int, primitives=NB201_PRIMITIVES,
                  in_channels: int = 3, kernels: str = "auto", method=None):
-        super().__init__()
-        from ..methods.base import SearchMethod  # not at module level: methods build on darts.search
-
         if cells_per_stage < 1:
             raise ConfigError(f"NAS-Bench-201 needs at least one cell per stage, got {cells_per_stage}")
-        self.method = method if method is not None else SearchMethod()
-        self.primitives = check_nb201_primitives(primitives)
-        self.cells_per_stage = cells_per_stage
-        self.kernels = kernels
+        if method is None:
+            method = get_method("darts")
+        super().__init__(method, check_nb201_primitives(primitives), kernels)
+        self.C, self.cells_per_stage = C, cells_per_stage
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         self.cells = nn.ModuleList()
         C_prev = C
@@ -355,10 +354,7 @@ class NB201Supernet(SupernetBase):
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
-        groups = {"cell": len(NB201_EDGES)}
-        self.alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups),
-                                     init=self.method.initial_alpha, masks=self.method.uses_op_mask)
-        self._impl_device = None
+        self.alphas = self.make_alphas({"cell": len(NB201_EDGES)})
 
     def node_in_degrees(self) -> list[int]:
         """Incoming edges of nodes 1..3, in α row order: node i reads every earlier node."""
@@ -379,3 +375,62 @@ class NB201Supernet(SupernetBase):
             h = cell(h) if isinstance(cell, ResNetBasicBlock) else cell(h, weights, coefficients)
         h = self.global_pooling(self.lastact(h))
         return self.classifier(h.flatten(1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The space
+
+
+@register_space
+class NB201Space(SearchSpace):
+    """NAS-Bench-201's cell and macro network; genotypes are the benchmark's strings (:class:`NB201Genotype`).
+
+    Every method runs here with AutoDL-Projects' NAS-Bench-201 optimiser (``configs/nas-benchmark/algos``: weight
+    decay 5e-4, Nesterov momentum); a method's own presets override them.
+    """
+
+    name = "nb201"
+    paper = "Dong and Yang, NAS-Bench-201: Extending the Scope of Reproducible Neural Architecture Search, ICLR 2020"
+    primitives = NB201_PRIMITIVES
+    genotype_format = GENOTYPE_FORMAT
+    flag_prefix = "nb201"
+    presets = {"all": dict(weight_decay=5e-4, nesterov=True), "paper": dict(nb201_cells=5),
+               "small": dict(nb201_cells=1)}
+
+    @dataclass
+    class Options:
+        cells: int = option(5, "cells per stage N (cifar: 5, digits: 1)", positive=True, max=1000)
+        file: str | None = option(None, "the official benchmark file; with the nas_201_api package installed, the "
+                                  "derived cell's true accuracy is logged each epoch", metavar="FILE")
+
+    def setup(self):
+        self._benchmark = None
+
+    def check_primitives(self, primitives):
+        return check_nb201_primitives(primitives)
+
+    def build_supernet(self, *, C, num_classes, in_channels, primitives, method, kernels="auto"):
+        return NB201Supernet(C, num_classes, self.options.cells, primitives, in_channels=in_channels,
+                             kernels=kernels, method=method)
+
+    def describe(self, model):
+        n = sum(p.numel() for p in model.weight_parameters())
+        return f"NAS-Bench-201 supernet: {self.options.cells} cells per stage, {model.C} channels, {n} weights"
+
+    def epoch_metrics(self, genotype, dataset):
+        if self.options.file is None:
+            return {}
+        if self._benchmark is None:
+            self._benchmark = open_benchmark(self.options.file) or False
+        acc = self._benchmark.test_accuracy(genotype, dataset) if self._benchmark else None
+        return {} if acc is None else {"nb201_test_acc": acc}
+
+    def genotype_from_dict(self, d):
+        return NB201Genotype.from_dict(d)
+
+    def parse_genotype_text(self, text):
+        return NB201Genotype.from_string(text) if text.lstrip().startswith("|") else None
+
+    def build_network(self, genotype, cfg, num_classes, in_channels, image_size):
+        raise ConfigError("this is a NAS-Bench-201 cell (from --space nb201): look its accuracy up in the benchmark "
+                          "by its string; retraining NAS-Bench-201 cells is not supported yet")

@@ -33,8 +33,7 @@ inline Rows as_rows(const at::Tensor& t, int64_t C, const char* what) {
 
 // Scratch memory for a kernel's temporaries, kept by the calling thread and reused: it grows to the largest size
 // needed and is never freed. Temporaries allocated and freed between the long-lived tensors a kernel returns
-// leave holes in glibc's heap that stay resident: with a malloc per call they added about 400 MB to the peak
-// RSS of the second-order step (measured with the benchmark; the same run under jemalloc showed no difference).
+// leave holes in glibc's heap that stay resident and raise the peak RSS (docs/performance.md).
 // `slot` tells apart the buffers one kernel holds at once.
 template <typename T>
 T* scratch(int slot, size_t n) {

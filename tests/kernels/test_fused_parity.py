@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from darts.bilevel import BilevelOptimizer
 from darts.ops import DARTS_PRIMITIVES
-from darts.search import MixedOp, Supernet
+from darts.spaces import Supernet
+from darts.supernet import MixedOp
 
 IMPLS = ["fused_cpu", pytest.param("triton", marks=pytest.mark.skipif(
     importlib.util.find_spec("triton") is None, reason="triton is not installed"))]

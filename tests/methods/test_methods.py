@@ -12,9 +12,17 @@ from darts.methods import (DARTSMinus, DrNAS, FairDARTS, GDAS, PCDARTS, SDARTSRS
 from darts.methods.darts_minus import AuxSkipMixedOp
 from darts.methods.gdas import SampledMixedOp
 from darts.methods.pcdarts import PartialMixedOp
-from darts.search import MixedOp, Supernet
+from darts.spaces import Supernet
+from darts.supernet import MixedOp
 
 OPS = ("none", "skip_connect", "sep_conv_3x3", "max_pool_3x3", "avg_pool_3x3")
+
+
+def resolved(**options):
+    """The search a user would run with these keywords: presets applied, everything validated."""
+    from darts.config import resolve_search
+
+    return resolve_search(options)
 
 
 def tiny(method, C=8, kernels="reference"):
@@ -71,12 +79,12 @@ def test_fused_kernels_give_the_reference_gradients(name, one_thread):
 
 
 def test_registry_rejects_unknown_and_duplicates():
-    from darts.errors import ConfigError
+    from darts.errors import DuplicateNameError, UnknownNameError
     from darts.methods import register_method
 
-    with pytest.raises(ConfigError, match="unknown search method 'enas'.*pcdarts"):
+    with pytest.raises(UnknownNameError, match="unknown search method .*'enas'.*pcdarts"):
         get_method("enas")
-    with pytest.raises(ConfigError, match="already registered"):
+    with pytest.raises(DuplicateNameError, match="already registered"):
         register_method(type("Again", (SearchMethod,), {"name": "gdas"}))
 
 
@@ -179,7 +187,7 @@ def test_gdas_noise_is_fixed_between_resamples_and_tau_anneals():
         model.method.resample(model)
         draws.add(tuple(model.edge_weights()[0].argmax(1).tolist()))
     assert len(draws) > 1
-    m = GDAS(10.0, 0.1)
+    m = GDAS(tau_max=10.0, tau_min=0.1)
     assert m.start_epoch(model, 0, 5)["tau"] == 10.0 and math.isclose(m.start_epoch(model, 4, 5)["tau"], 0.1)
     model.eval()
     torch.testing.assert_close(model.edge_weights()[0], F.one_hot(model.alphas.normal.argmax(1), 5).float())
@@ -233,11 +241,8 @@ def test_gdas_nb201_edges_add_the_unsampled_weights(unsampled_terms, one_thread)
 
 
 def test_gdas_uses_the_unsampled_terms_in_nb201_only():
-    from darts.config import SearchConfig, apply_presets
-
-    nb = apply_presets(SearchConfig(method="gdas", space="nb201"))
-    assert nb.gdas_unsampled_terms is True
-    assert apply_presets(SearchConfig(method="gdas")).gdas_unsampled_terms is None  # the class default: off
+    assert resolved(method="gdas", space="nb201").method.unsampled_terms is True
+    assert resolved(method="gdas").method.unsampled_terms is False
     assert GDAS().unsampled_terms is False
 
 
@@ -352,15 +357,15 @@ def test_fairdarts_threshold_rule_keeps_strong_ops_of_the_darts_edges():
 
 
 def test_fairdarts_authors_defaults():
-    from darts.config import SearchConfig, apply_presets
     from darts.methods.fairdarts import FAIR_PRIMITIVES
 
-    cfg = apply_presets(SearchConfig(method="fairdarts", dataset="cifar10"))
+    setup = resolved(method="fairdarts", dataset="cifar10")
+    cfg = setup.cfg
     # fairdarts/train_search.py: batch 128, lr 0.005 -> 0.001; architect.py: Adam 3e-3, betas (0.9, 0.999), wd 1e-3
     assert (cfg.batch_size, cfg.lr, cfg.lr_min, cfg.arch_lr, cfg.arch_beta1, cfg.arch_weight_decay) == \
         (128, 0.005, 0.001, 3e-3, 0.9, 1e-3)
     assert cfg.primitives == FAIR_PRIMITIVES and "none" not in cfg.primitives and len(cfg.primitives) == 7
-    assert cfg.fair_cell_rule == "threshold" and cfg.fair_threshold == 0.85
+    assert setup.method.options.cell_rule == "threshold" and setup.method.options.threshold == 0.85
 
 
 # -- DrNAS: the ranking, pruning and defaults -------------------------------------------------------------
@@ -416,20 +421,21 @@ def test_drnas_prunes_ops_at_the_stage_boundary_and_warms_up_per_stage(one_threa
 
 @pytest.mark.parametrize("reg,wd", [("l2", 1e-3), ("kl", 0.0)])
 def test_drnas_authors_defaults(reg, wd):
-    from darts.config import SearchConfig, apply_presets
     from darts.methods.drnas import DRNAS_PRIMITIVES
 
-    cfg = apply_presets(SearchConfig(method="drnas", dataset="cifar10", drnas_reg=reg))
+    setup = resolved(method="drnas", dataset="cifar10", drnas_reg=reg)
+    cfg = setup.cfg
     # DARTS-space/train_search.py + architect.py: lr 0.1 -> 0, α Adam 6e-4 with weight decay reg_scale for l2 and 0
     # for kl, 36 channels, 20 cells, 50 epochs, 10 warm-up epochs (per stage), no `none`
     assert (cfg.lr, cfg.lr_min, cfg.arch_lr, cfg.arch_weight_decay) == (0.1, 0.0, 6e-4, wd)
-    assert (cfg.init_channels, cfg.layers, cfg.epochs, cfg.arch_warmup, cfg.primitives) == \
+    assert (cfg.init_channels, setup.space.options.layers, cfg.epochs, cfg.arch_warmup, cfg.primitives) == \
         (36, 20, 50, 10, DRNAS_PRIMITIVES)
-    assert SearchConfig().drnas_reg == "l2"
-    nb = apply_presets(SearchConfig(method="drnas", dataset="cifar10", space="nb201"))
+    assert DrNAS().options.reg == "l2"
+    nb = resolved(method="drnas", dataset="cifar10", space="nb201")
+    c, o = nb.cfg, nb.method.options
     # 201-space/train_search.py: 100 epochs, lr 0.025 -> 0.001, wd 3e-4, α Adam 3e-4, all channels, no pruning
-    assert (nb.epochs, nb.lr, nb.lr_min, nb.weight_decay, nb.nesterov, nb.arch_lr, nb.drnas_k, nb.drnas_keep_ops,
-            nb.arch_warmup, nb.init_channels) == (100, 0.025, 0.001, 3e-4, False, 3e-4, 1, 0, 0, 16)
+    assert (c.epochs, c.lr, c.lr_min, c.weight_decay, c.nesterov, c.arch_lr, o.k, o.keep_ops, c.arch_warmup,
+            c.init_channels) == (100, 0.025, 0.001, 3e-4, False, 3e-4, 1, 0, 0, 16)
 
 
 # -- DARTS- -------------------------------------------------------------------------------------------
@@ -528,21 +534,18 @@ def test_step_without_arch_update_leaves_alpha(one_thread):
 @pytest.mark.parametrize("name,has_none", [("darts", True), ("pcdarts", True), ("gdas", True), ("darts-", True),
                                            ("drnas", False), ("fairdarts", False), ("sdarts-rs", False)])
 def test_each_method_searches_its_authors_primitives(name, has_none):
-    from darts.config import SearchConfig, apply_presets
     from darts.ops import DARTS_PRIMITIVES
     from darts.spaces.nb201 import NB201_PRIMITIVES
 
-    prims = apply_presets(SearchConfig(method=name)).primitives
+    prims = resolved(method=name).primitives
     assert prims == (DARTS_PRIMITIVES if has_none else tuple(p for p in DARTS_PRIMITIVES if p != "none"))
     given = ("none", "skip_connect", "sep_conv_3x3")
-    assert apply_presets(SearchConfig(method=name, primitives=given)).primitives == given
-    assert apply_presets(SearchConfig(method=name, space="nb201")).primitives == NB201_PRIMITIVES
+    assert resolved(method=name, primitives=given).primitives == given
+    assert resolved(method=name, space="nb201").primitives == NB201_PRIMITIVES
 
 
 def test_optimiser_defaults_of_autodl_for_nb201_and_gdas():
-    from darts.config import SearchConfig, apply_presets
-
-    c = lambda **kw: apply_presets(SearchConfig(dataset="cifar10", **kw))  # noqa: E731
+    c = lambda **kw: resolved(dataset="cifar10", **kw).cfg  # noqa: E731
     darts = c()
     assert (darts.weight_decay, darts.nesterov, darts.epochs, darts.batch_size) == (3e-4, False, 50, 64)
     # AutoDL-Projects configs/nas-benchmark/algos/DARTS.config and GDAS.config: SGD lr 0.025 -> 0.001, Nesterov,

@@ -102,7 +102,31 @@ def test_retraining_an_nb201_cell_says_what_it_is(tmp_path):
 
 def test_a_users_method_from_its_own_file(tmp_path):
     out = str(tmp_path / "mine")
-    p = run("train_search.py", "--ops-module", "examples/my_method.py", "--method", "tempered", *SMALL, "--out", out)
-    assert "method tempered" in p.stdout and metrics(out)[-1]["temperature"] == 5.0
+    p = run("train_search.py", "--plugin", "examples/my_method.py", "--method", "tempered", "--tempered-t-start", "3",
+            *SMALL, "--out", out)
+    assert "method tempered" in p.stdout and metrics(out)[-1]["temperature"] == 3.0  # the option from the command line
+    assert json.load(open(os.path.join(out, "config.json")))["config"]["tempered_t_start"] == 3.0
+    p = run("train_search.py", "--plugin", "examples/my_method.py", "--method", "tempered", "--tempered-t-start", "-1",
+            *SMALL, "--out", str(tmp_path / "neg"), check=False)
+    assert p.returncode == 2 and "--tempered-t-start must be positive" in p.stderr
+    p = run("train_search.py", "--plugin", "examples/my_method.py", "--tempered-t-start", "3", *SMALL, "--out",
+            str(tmp_path / "other"), check=False)
+    assert p.returncode == 2 and "--tempered-t-start is an option of --method tempered" in p.stderr
     p = run("train_search.py", "--method", "nosuch", *SMALL, "--out", str(tmp_path / "x"), check=False)
     assert p.returncode == 2 and "unknown search method 'nosuch'" in p.stderr
+
+
+def test_a_users_space_from_its_own_file(tmp_path):
+    out = str(tmp_path / "chain")
+    p = run("train_search.py", "--plugin", "examples/my_space.py", "--space", "chain", "--chain-nodes", "2",
+            "--epochs", "1", "--init-channels", "8", "--batch-size", "128", "--no-progress", "--out", out)
+    assert "space chain" in p.stdout
+    g = json.load(open(os.path.join(out, "genotype.json")))
+    assert g["format"] == "chain-genotype/1" and len(g["chain"]) == 2 and "none" not in g["chain"]
+    assert metrics(out)[-1]["alpha_chain"] and len(metrics(out)[-1]["alpha_chain"]) == 2
+    # a method of the library in the user's space, and the space's discrete network retrained
+    run("train_search.py", "--plugin", "examples/my_space.py", "--space", "chain", "--method", "gdas", "--epochs", "1",
+        "--init-channels", "8", "--batch-size", "128", "--no-progress", "--out", str(tmp_path / "gdas"))
+    run("train_final.py", "--plugin", "examples/my_space.py", "--genotype", os.path.join(out, "genotype.json"),
+        "--epochs", "1", "--init-channels", "4", "--layers", "1", "--no-progress", "--out", str(tmp_path / "f"))
+    assert metrics(str(tmp_path / "f"))[-1]["params"] > 0

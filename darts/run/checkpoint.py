@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 CHECKPOINT_FORMAT = 1
 

@@ -14,7 +14,7 @@ import time
 import torch
 
 from .checkpoint import atomic_write_text
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ CHECKPOINT = "checkpoint.pt"
 
 def git_commit() -> str | None:
     """The commit of the checkout this package runs from (suffixed ``-dirty`` if modified), if it is one."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode:
