@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 from . import __version__
 from .api import retrain, search
@@ -41,18 +42,38 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
 
 
-def run_main(fn) -> int:
-    """Call ``fn()``; a :class:`DartsError` prints ``error: <message>`` to stderr and exits 2, Ctrl-C exits 130."""
+def _one_line(e: BaseException) -> str:
+    """An error's message as one line (an error raised in a data loader worker arrives wrapped in its traceback)."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split()) or type(e).__name__
+
+
+def run_main(fn, debug: bool = False) -> int:
+    """Call ``fn()``. A :class:`DartsError` (anything the user gave: flags, files, data, plug-ins, the state of the
+    file system) prints ``error: <message>`` on one line and exits 2; Ctrl-C exits 130. Anything else is a bug:
+    one line saying where its traceback was written (the run's ``log.txt``), exit 1; ``debug``: the traceback."""
     try:
         fn()
         return 0
     except DartsError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last completed epoch's checkpoint is kept (continue with --resume RUN_DIR)",
               file=sys.stderr)
         return 130
+    except Exception as e:  # an internal error: loud, but one line unless --debug
+        if debug:
+            traceback.print_exc()
+        where = getattr(e, "darts_log", None)
+        told = f"the full traceback is in {where}" if where else "the run had not started its log"
+        print(f"error: internal error {type(e).__name__}: {_one_line(e)[:300]} ({told}; --debug shows it here). "
+              "Please report it.", file=sys.stderr)
+        return 1
 
 
 def _preload_plugins(argv) -> None:
@@ -96,7 +117,7 @@ def search_main(argv=None, prog: str = "darts-forge search") -> int:
         search(**given)
 
     setup_logging()
-    return run_main(go)
+    return run_main(go, debug="--debug" in argv)
 
 
 def retrain_main(argv=None, prog: str = "darts-forge retrain") -> int:
@@ -112,7 +133,7 @@ def retrain_main(argv=None, prog: str = "darts-forge retrain") -> int:
         retrain(**given)
 
     setup_logging()
-    return run_main(go)
+    return run_main(go, debug="--debug" in argv)
 
 
 def print_zoo(as_json: bool = False) -> None:

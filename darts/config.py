@@ -10,6 +10,7 @@ default is ``None`` take a preset; the help text says which.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, fields
 
 from .dispatch import kernel_choices
@@ -18,6 +19,8 @@ from .methods import METHODS
 from .options import OptionSpec, check_options, check_value, option, specs, to_dict
 from .plugins import load_plugins
 from .spaces import SPACES
+
+log = logging.getLogger(__name__)
 
 #: the data sets the command line can load (``custom``: a Dataset passed to the Python API)
 DATASETS = ("digits", "cifar10", "cifar100", "folder", "synthetic")
@@ -102,6 +105,7 @@ class SearchConfig:
     amp: bool = option(False, "bfloat16 autocast for the weight steps (the α step stays float32)")
     channels_last: bool = option(False, "channels-last memory format for the model and its inputs")
     progress: bool = option(True, "show a progress bar with ETA (a line every 30 s when not on a terminal)")
+    debug: bool = option(False, "on an unexpected error, show its whole traceback (it is in the run's log.txt)")
 
     def validate(self) -> "SearchConfig":
         """Check every value against its declaration and the combinations of values; returns ``self``."""
@@ -168,6 +172,7 @@ class RetrainConfig:
     amp: bool = option(False, "bfloat16 autocast for forward and backward")
     channels_last: bool = option(False, "channels-last memory format for the model and its inputs")
     progress: bool = option(True, "show a progress bar with ETA")
+    debug: bool = option(False, "on an unexpected error, show its whole traceback (it is in the run's log.txt)")
 
     def validate(self) -> "RetrainConfig":
         """Check every value against its declaration and the combinations of values; returns ``self``."""
@@ -251,6 +256,10 @@ class SearchSetup:
         """Every option by keyword, JSON-ready: what ``config.json`` holds and :func:`resolve_search` reads back."""
         return {**to_dict(self.cfg), **to_dict(self.method.options, self.method.flag_prefix),
                 **to_dict(self.space.options, self.space.flag_prefix)}
+
+    def fingerprint_options(self) -> dict:
+        """The options that decide what the run computes (the runtime ones left out), for the checkpoint."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS | {"out"}}
 
 
 def _load_plugins(values: dict) -> None:
@@ -347,7 +356,42 @@ def _checked(setup: SearchSetup) -> SearchSetup:
     cfg.validate()
     setup.method.check_run(cfg, setup.space)
     setup.space.check_run(cfg, setup.method)
+    if "resume" not in setup.given:
+        for line in ineffective_search_options(setup):
+            log.warning("warning: %s", line)
     return setup
+
+
+def _data_notes(cfg, given) -> list[str]:
+    out = []
+    embedded = cfg.dataset in ("digits", "synthetic", "custom")
+    if "data" in given and embedded:
+        out.append(f"--data has no effect with --dataset {cfg.dataset}, which needs no directory")
+    if "download" in given and cfg.download and cfg.dataset not in ("cifar10", "cifar100"):
+        out.append(f"--download has no effect with --dataset {cfg.dataset} (only CIFAR is downloaded)")
+    if "image_size" in given and cfg.dataset != "folder":
+        out.append(f"--image-size has no effect with --dataset {cfg.dataset} (it resizes ImageFolder images)")
+    return out
+
+
+def ineffective_search_options(setup: SearchSetup) -> list[str]:
+    """One line for every option the user gave that does nothing in this run (the run goes on)."""
+    cfg, given, method = setup.cfg, setup.given, setup.method
+    out = _data_notes(cfg, given)
+    if "hvp" in given and cfg.order == "first":
+        out.append("--hvp has no effect with --order first: it chooses the second-order Hessian-vector product")
+    if not any(method.updates_arch(e, cfg.epochs, cfg.arch_warmup) for e in range(cfg.epochs)):
+        out.append(f"with --arch-warmup {cfg.arch_warmup} and --epochs {cfg.epochs} no epoch updates α: the derived "
+                   "cell is its initial α's")
+    if "skip_patience" in given and cfg.early_stop != "skip":
+        out.append("--skip-patience has no effect without --early-stop skip")
+    for k in ("hessian_ratio", "hessian_lag", "hessian_window", "hessian_start"):
+        if k in given and cfg.early_stop != "hessian":
+            out.append(f"--{k.replace('_', '-')} has no effect without --early-stop hessian")
+    if "arch_beta2" in given and not any(method.updates_arch(e, cfg.epochs, cfg.arch_warmup)
+                                         for e in range(cfg.epochs)):
+        out.append("--arch-beta2 has no effect: α is never updated")
+    return out
 
 
 def resolve_saved_search(saved: dict, changes: dict, path: str) -> SearchSetup:
@@ -395,6 +439,9 @@ class RetrainSetup:
     def to_dict(self) -> dict:
         return to_dict(self.cfg)
 
+    def fingerprint_options(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS | {"out"}}
+
 
 def resolve_retrain(values: dict, source: str = "command line") -> RetrainSetup:
     """A validated :class:`RetrainSetup` from the options a user gave, by keyword; presets by data set (the DARTS
@@ -412,7 +459,15 @@ def resolve_retrain(values: dict, source: str = "command line") -> RetrainSetup:
     for name, value in RETRAIN_PRESETS.get(key, {}).items():
         if name not in given and getattr(cfg, name) is None:
             setattr(cfg, name, value)
-    return RetrainSetup(cfg.validate(), frozenset(values))
+    cfg.validate()
+    notes = _data_notes(cfg, given)
+    if "cutout_length" in given and not cfg.cutout:
+        notes.append("--cutout-length has no effect without --cutout")
+    if "auxiliary_weight" in given and not cfg.auxiliary:
+        notes.append("--auxiliary-weight has no effect without --auxiliary")
+    for line in notes:
+        log.warning("warning: %s", line)
+    return RetrainSetup(cfg, frozenset(values))
 
 
 def resolve_saved_retrain(saved: dict, changes: dict, path: str) -> RetrainSetup:

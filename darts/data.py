@@ -114,6 +114,18 @@ def _cifar(name: str, root: str | None, download: bool, augment: bool, cutout: i
     return DataBundle(train, test, 10 if name == "cifar10" else 100, 3, 32)
 
 
+def _load_image(path: str):
+    """An ImageFolder image as RGB; a file that is not a readable image is a :class:`DataError` naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:  # truncated, corrupt, not an image
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {str(e)[:120]}") from None
+
+
 def _image_folder(root: str | None, size: int, imagenet: bool, augment: bool, cutout: int) -> DataBundle:
     import torchvision
     import torchvision.transforms as T
@@ -138,8 +150,9 @@ def _image_folder(root: str | None, size: int, imagenet: bool, augment: bool, cu
     train_tf = T.Compose((train_tf if augment or not imagenet else test_tf) + norm + ([Cutout(cutout)] if cutout
                                                                                      else []))
     try:
-        train = torchvision.datasets.ImageFolder(train_dir, transform=train_tf)
-        test = torchvision.datasets.ImageFolder(val_dir, transform=T.Compose(test_tf + norm)) if val_dir else None
+        train = torchvision.datasets.ImageFolder(train_dir, transform=train_tf, loader=_load_image)
+        test = torchvision.datasets.ImageFolder(val_dir, transform=T.Compose(test_tf + norm),
+                                                loader=_load_image) if val_dir else None
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"{root!r} is not a usable ImageFolder tree: {e}") from None
     if len(train.classes) < 2:

@@ -215,8 +215,8 @@ def parse_genotype_text(text: str, check_ops: bool = True) -> Genotype:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
         raise GenotypeError(f"genotype text is not valid: {e.msg}") from None
-    except (RecursionError, MemoryError, ValueError):  # absurd nesting, NUL bytes
-        raise GenotypeError("genotype text is not valid: nested too deeply or contains NUL bytes") from None
+    except (RecursionError, MemoryError, ValueError):  # absurd nesting, NUL bytes, a number of thousands of digits
+        raise GenotypeError("genotype text is not valid: nested too deeply, too long a number, or NUL bytes") from None
     call = tree.body
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype"):
         raise GenotypeError("genotype text must have the form Genotype(normal=[...], normal_concat=..., ...)")
@@ -274,6 +274,8 @@ def load_genotype(path: str, check_ops: bool = True) -> Genotype:
         raise GenotypeError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except RecursionError:
         raise GenotypeError(f"{path}: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of thousands of digits
+        raise GenotypeError(f"{path}: not a usable genotype ({str(e).splitlines()[0][:120]})") from None
     try:
         return Genotype.from_dict(d, check_ops)
     except GenotypeError as e:

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from kernels.interface import FACTORIZED_REDUCE, IDENTITY, ZERO
 
-from .errors import DartsError, UnknownOpError
+from .errors import DartsError, PluginError, UnknownOpError
 from .registry import Registry
 
 OpFactory = Callable[[int, int, bool], nn.Module]
@@ -77,8 +77,66 @@ def get_op_spec(name: str) -> OpSpec:
 
 
 def build_op(name: str, C: int, stride: int, affine: bool) -> nn.Module:
-    """Instantiate the op ``name`` for ``C`` channels and the given stride (1 or 2)."""
-    return get_op_spec(name).factory(C, stride, affine)
+    """Instantiate the op ``name`` for ``C`` channels and the given stride (1 or 2).
+
+    An op registered outside the library (a plug-in) is checked here, where it enters a network: its factory must
+    return an ``nn.Module`` that maps a ``(2, C, 8, 8)`` float32 tensor to ``(2, C, 8/stride, 8/stride)`` float32,
+    once per (channels, stride); anything else is a :class:`PluginError` naming the op, its file, and what was
+    expected against what came back.
+    """
+    spec = get_op_spec(name)
+    plugin = not spec.factory.__module__.startswith("darts.")
+    try:
+        module = spec.factory(C, stride, affine)
+    except Exception as e:
+        if not plugin:
+            raise
+        raise PluginError(f"{_where(spec)}: its factory raised {type(e).__name__}: {str(e)[:160]} for C={C}, "
+                          f"stride={stride}") from None
+    if plugin:
+        probe_op(spec, module, C, stride, affine)
+    return module
+
+
+_PROBED: set = set()
+
+
+def _where(spec: OpSpec) -> str:
+    import inspect
+
+    try:
+        file = inspect.getsourcefile(spec.factory) or spec.factory.__module__
+    except TypeError:
+        file = spec.factory.__module__
+    return f"op {spec.name!r} (registered in {file})"
+
+
+def probe_op(spec: OpSpec, module, C: int, stride: int, affine: bool, size: int = 8) -> None:
+    """Check one built op on a probe tensor: a module, the shape rule, the dtype (:class:`PluginError`)."""
+    if not isinstance(module, nn.Module):
+        raise PluginError(f"{_where(spec)}: the factory must return a torch.nn.Module, got {type(module).__name__}")
+    key = (spec.name, C, stride, affine)
+    if key in _PROBED:
+        return
+    import copy
+
+    expected = (2, C, size // stride, size // stride)
+    with torch.random.fork_rng(devices=[]):  # the probe must not move the search's random stream
+        x = torch.randn(2, C, size, size, generator=torch.Generator().manual_seed(0))
+        try:
+            y = copy.deepcopy(module)(x)  # a copy: the probe must not move BatchNorm statistics either
+        except Exception as e:
+            raise PluginError(f"{_where(spec)}: raised {type(e).__name__}: {str(e)[:160]} on a {tuple(x.shape)} "
+                              f"float32 input (C={C}, stride={stride}); expected an output of shape {expected}") from None
+    if not isinstance(y, torch.Tensor):
+        raise PluginError(f"{_where(spec)}: returned {type(y).__name__} for a {tuple(x.shape)} input; expected a "
+                          f"tensor of shape {expected}")
+    if tuple(y.shape) != expected:
+        raise PluginError(f"{_where(spec)}: returned shape {tuple(y.shape)} for a {tuple(x.shape)} input at stride "
+                          f"{stride}; expected {expected}")
+    if y.dtype != x.dtype:
+        raise PluginError(f"{_where(spec)}: returned dtype {y.dtype} for a float32 input; expected float32")
+    _PROBED.add(key)
 
 
 def list_ops() -> list[str]:

@@ -18,6 +18,7 @@ from .data import DataBundle, load_data, make_loader
 from .engine import evaluate, resolve_device, train_epoch
 from .errors import ConfigError
 from .final import count_parameters
+from .run.checkpoint import fingerprint
 from .run.distributed import wrap_ddp
 from .run.session import Run
 from .spaces import SPACES, load_any_genotype, space_of_format
@@ -68,7 +69,8 @@ def run_retrain(setup: RetrainSetup, genotype=None, data: DataBundle | None = No
     on ``data`` (default: the config's data set)."""
     cfg = setup.cfg
     space, genotype, name = resolve_genotype(cfg, genotype)
-    with Run.start("final", setup.to_dict(), out=cfg.out, resume=cfg.resume, device=resolve_device(cfg.device),
+    with Run.start("final", setup.to_dict(), fingerprint=fingerprint(setup.fingerprint_options()), out=cfg.out,
+                   resume=cfg.resume, device=resolve_device(cfg.device),
                    default_out=f"runs/final-{name}-%Y%m%d-%H%M%S", meta={"genotype": genotype.to_dict()}) as run:
         torch.manual_seed(cfg.seed)
         data = data or load_data(cfg.dataset, cfg.data, cfg.download, cfg.image_size, cfg.imagenet_layout,
@@ -87,8 +89,9 @@ def run_retrain(setup: RetrainSetup, genotype=None, data: DataBundle | None = No
         else:  # the DARTS ImageNet schedule: x0.97 every epoch
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.97)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        start, _ = run.restore(expect={"genotype": genotype.to_dict()}, belongs="it trained another genotype",
-                               model=model, optimizer=optimizer, scheduler=scheduler)
+        start, _ = run.restore(cfg.epochs, expect={"genotype": genotype.to_dict()},
+                               belongs="it trained another genotype", model=model, optimizer=optimizer,
+                               scheduler=scheduler)
         run.commit()
         if run.main and not run.resumed:
             genotype.save(run.dir.file("genotype.json"))

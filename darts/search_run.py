@@ -21,6 +21,7 @@ from .errors import NonFiniteLossError
 from .ops import get_op_spec
 from .options import to_dict
 from .progress import Progress
+from .run.checkpoint import fingerprint
 from .run.distributed import all_reduce_mean, broadcast_flag, wrap_ddp
 from .run.session import Run
 from .spaces import genotype_from_dict
@@ -46,7 +47,8 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
     Under ``torchrun`` every rank runs this; the batch size is per rank and only rank 0 writes the run directory.
     """
     cfg, method, space = setup.cfg, setup.method, setup.space
-    with Run.start("search", setup.to_dict(), out=cfg.out, resume=cfg.resume, device=resolve_device(cfg.device),
+    with Run.start("search", setup.to_dict(), fingerprint=fingerprint(setup.fingerprint_options()), out=cfg.out,
+                   resume=cfg.resume, device=resolve_device(cfg.device),
                    default_out=f"runs/search-{cfg.dataset}-%Y%m%d-%H%M%S",
                    meta={"primitives": list(cfg.primitives)}) as run:
         torch.manual_seed(cfg.seed)
@@ -64,8 +66,8 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
                                                                         find_unused=not method.uses_all_weights),
                                    amp_dtype=torch.bfloat16 if cfg.amp else None)
         stopper = EARLY_STOPS.create(cfg.early_stop, cfg) if cfg.early_stop != "off" else None
-        start, state = run.restore(expect=checkpoint_identity(setup), model=model, w_opt=w_opt, a_opt=a_opt,
-                                   scheduler=scheduler, val_stream=val_stream)
+        start, state = run.restore(cfg.epochs, expect=checkpoint_identity(setup), model=model, w_opt=w_opt,
+                                   a_opt=a_opt, scheduler=scheduler, val_stream=val_stream)
         stopped, cells = restore_early_stop(stopper, state.get("early_stop"))
         run.commit()
         log_start(run, setup, data, model, impl, start)
@@ -106,7 +108,8 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
             run.end_epoch(records[-1] if run.main else {"epoch": epoch + 1}, {
                 **checkpoint_identity(setup), "model": model.state_dict(), "w_opt": w_opt.state_dict(),
                 "a_opt": a_opt.state_dict(), "scheduler": scheduler.state_dict(),
-                "val_stream": val_stream.state_dict(), "early_stop": early_stop_state(stopper, cells, stop)})
+                "val_stream": val_stream.state_dict(), "early_stop": early_stop_state(stopper, cells, stop)},
+                heatmaps={f"alpha/{g}": w for g, w in zip(model.alphas.groups, model.strengths())})
             if stop:
                 stopped, genotype = stop, rolled_back(stopper, cells, genotype, epoch, cfg.epochs)
                 break

@@ -6,7 +6,9 @@ Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -16,6 +18,15 @@ import torch
 from ..errors import CheckpointError
 
 CHECKPOINT_FORMAT = 1
+#: the version of the checkpoint's contents (keys and their meaning); a checkpoint of another layout is refused
+LAYOUT = 2
+
+
+def fingerprint(config: dict) -> str:
+    """A digest of a run's resolved options (those that decide what it computes): a checkpoint carries it, and
+    resuming refuses one whose run had other options."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -44,7 +55,7 @@ def atomic_write_text(path: str, text: str) -> None:
 def save_checkpoint(state: dict, path: str) -> None:
     """Serialise ``state`` (tensors, dicts, lists, numbers, strings) and write it atomically."""
     buf = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
+    torch.save({"format": CHECKPOINT_FORMAT, "layout": LAYOUT, **state}, buf)
     try:
         atomic_write_bytes(path, buf.getvalue())
     except OSError as e:

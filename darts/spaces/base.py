@@ -171,6 +171,8 @@ def load_any_genotype(path: str):
             raise GenotypeError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
         except RecursionError:
             raise GenotypeError("JSON nested too deeply") from None
+        except ValueError as e:  # e.g. an integer of thousands of digits
+            raise GenotypeError(f"not a usable genotype ({str(e).splitlines()[0][:120]})") from None
         return genotype_from_dict(d)
     except GenotypeError as e:
         raise GenotypeError(f"{path}: {e}") from None

@@ -158,7 +158,8 @@ class NB201Genotype:
             edges = []
             for item in part[1:-1].split("|"):
                 op, sep, src = item.partition("~")
-                if not sep or not op or "~" in src or not re.fullmatch(r"[0-9]+", src):
+                if not sep or not op or "~" in src or not re.fullmatch(r"[0-9]{1,9}", src):
+                    item = item if len(item) <= 40 else item[:37] + "..."
                     raise GenotypeError(f"{shown!r}: node {i}: edge {item!r} is not of the form op~source_index")
                 edges.append((op, int(src)))
             nodes.append(tuple(edges))
