@@ -82,15 +82,14 @@ def retrain(genotype=None, *, train_data=None, test_data=None, num_classes: int 
         raise ConfigError("dataset 'custom' is a data set passed from Python: darts.retrain(train_data=...)")
     if options.get("resume"):
         saved, path = _saved(options["resume"])
-        setup = resolve_saved_retrain(saved, options, path)
-        if genotype is None:
-            genotype = os.path.join(options["resume"], "genotype.json")  # what the run trains, saved at its start
+        # what the run trains is its genotype.json, saved at its start
+        setup = resolve_saved_retrain(saved, options, path, os.path.join(options["resume"], "genotype.json"))
     else:
-        setup = resolve_retrain(options, source="")
+        setup = resolve_retrain(options, genotype, source="")
     if setup.cfg.dataset == "custom" and data is None:
         raise ConfigError(f"{setup.cfg.resume}: this run trained on a data set passed from Python; resume it with "
                           "darts.retrain(resume=RUN_DIR, train_data=...)")
-    return run_retrain(setup, genotype, data)
+    return run_retrain(setup, data)
 
 
 def _saved(resume: str) -> tuple[dict, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, fields
 
 from .dispatch import kernel_choices
@@ -18,7 +19,8 @@ from .errors import ConfigError, DartsError
 from .methods import METHODS
 from .options import OptionSpec, check_options, check_value, option, specs, to_dict
 from .plugins import load_plugins
-from .spaces import SPACES
+from .spaces import SPACES, load_any_genotype, space_of_format
+from .zoo import get_genotype
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +147,16 @@ class RetrainConfig:
     lr_schedule: str | None = option(None, "cosine to 0 (cifar) or step decay x0.97 per epoch (imagenet)",
                                      choices=("cosine", "step"))
     momentum: float = option(0.9, "SGD momentum", min=0, max=1, max_exclusive=True)
-    weight_decay: float | None = option(None, "weight decay (cifar: 3e-4, imagenet: 3e-5)", nonneg=True)
-    grad_clip: float = option(5.0, "clip the gradient to this global norm", positive=True)
+    nesterov: bool | None = option(None, "Nesterov momentum (on for NAS-Bench-201 cells, as the benchmark trains)")
+    weight_decay: float | None = option(None, "weight decay (cifar: 3e-4, imagenet: 3e-5, nb201: 5e-4)", nonneg=True)
+    grad_clip: float | None = option(None, "clip the gradient to this global norm (darts: 5; 0: no clipping, as "
+                                     "NAS-Bench-201 trains)", nonneg=True)
     label_smoothing: float | None = option(None, "label smoothing (imagenet: 0.1, else 0)", min=0, max=1,
                                            max_exclusive=True)
-    init_channels: int | None = option(None, "channels of the first cell (cifar: 36, imagenet: 48, digits: 16)",
-                                       positive=True, max=65536)
-    layers: int | None = option(None, "number of cells (cifar: 20, imagenet: 14, digits: 8)", positive=True,
-                                max=1000)
+    init_channels: int | None = option(None, "channels of the first cell (cifar: 36, imagenet: 48, digits: 16; "
+                                       "nb201: 16)", positive=True, max=65536)
+    layers: int | None = option(None, "number of cells (cifar: 20, imagenet: 14, digits: 8; nb201: cells per stage, "
+                                "5)", positive=True, max=1000)
     auxiliary: bool | None = option(None, "auxiliary head after cell 2*layers//3 (on for cifar/imagenet)")
     auxiliary_weight: float = option(0.4, "weight of the auxiliary loss", nonneg=True)
     cutout: bool | None = option(None, "cutout augmentation (on for cifar)")
@@ -177,6 +181,8 @@ class RetrainConfig:
     def validate(self) -> "RetrainConfig":
         """Check every value against its declaration and the combinations of values; returns ``self``."""
         check_options(self)
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("--nesterov needs a --momentum above 0 (use --no-nesterov)")
         if self.imagenet_layout and self.dataset != "folder":
             raise ConfigError("--imagenet-layout needs --dataset folder (an ImageNet-style tree)")
         return self
@@ -194,22 +200,8 @@ SEARCH_PRESETS = {
     "synthetic": dict(epochs=1, batch_size=32, init_channels=16, num_workers=0),
     "digits": dict(epochs=6, batch_size=64, init_channels=8, num_workers=0),
 }
-_CIFAR_FINAL = dict(epochs=600, batch_size=96, lr=0.025, lr_schedule="cosine", weight_decay=3e-4,
-                    label_smoothing=0.0, init_channels=36, layers=20, auxiliary=True, cutout=True,
-                    drop_path_prob=0.2, num_workers=2, image_size=32)
-RETRAIN_PRESETS = {
-    "cifar10": _CIFAR_FINAL,
-    "cifar100": _CIFAR_FINAL,
-    "folder": _CIFAR_FINAL,
-    "custom": dict(_CIFAR_FINAL, num_workers=0, cutout=False, auxiliary=False),
-    "imagenet": dict(epochs=250, batch_size=128, lr=0.1, lr_schedule="step", weight_decay=3e-5,
-                     label_smoothing=0.1, init_channels=48, layers=14, auxiliary=True, cutout=False,
-                     drop_path_prob=0.0, num_workers=4, image_size=224),
-    "synthetic": dict(_CIFAR_FINAL, epochs=1, num_workers=0),
-    "digits": dict(epochs=10, batch_size=64, lr=0.025, lr_schedule="cosine", weight_decay=3e-4,
-                   label_smoothing=0.0, init_channels=16, layers=8, auxiliary=False, cutout=False,
-                   drop_path_prob=0.1, num_workers=0, image_size=8),
-}
+# A retraining's defaults come from the genotype's space (SearchSpace.retrain_presets); these hold for every one.
+RETRAIN_DEFAULTS = dict(nesterov=False, grad_clip=5.0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -431,9 +423,13 @@ def resolve_saved_search(saved: dict, changes: dict, path: str) -> SearchSetup:
 
 @dataclass
 class RetrainSetup:
-    """A resolved, validated retraining: the config and the keywords the user gave."""
+    """A resolved, validated retraining: the config, the genotype to train and its space, and the keywords the user
+    gave."""
 
     cfg: RetrainConfig
+    space: object = None
+    genotype: object = None
+    name: str = "genotype"
     given: frozenset = frozenset()
 
     def to_dict(self) -> dict:
@@ -443,22 +439,24 @@ class RetrainSetup:
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS | {"out"}}
 
 
-def resolve_retrain(values: dict, source: str = "command line") -> RetrainSetup:
-    """A validated :class:`RetrainSetup` from the options a user gave, by keyword; presets by data set (the DARTS
-    paper's CIFAR and ImageNet protocols, small ones for digits)."""
+def resolve_retrain(values: dict, genotype=None, source: str = "command line") -> RetrainSetup:
+    """A validated :class:`RetrainSetup` from the options a user gave, by keyword, and the genotype (an object; else
+    the ``genotype`` file or the ``arch`` name of the options). Options left out take the genotype's space's presets
+    for the data set (the DARTS paper's CIFAR and ImageNet protocols, NAS-Bench-201's, small ones for digits)."""
     values = dict(values)
     _load_plugins(values)
     table = {s.dest: s for s in general_specs(RetrainConfig)}
     given = {}
     for dest, value in values.items():
         if dest not in table:
-            raise ConfigError(f"unknown option --{dest.replace('_', '-')} ({source}); see --help")
+            raise ConfigError(f"unknown option --{dest.replace('_', '-')}; see --help")
         given[dest] = check_value(table[dest], value, source)
     cfg = RetrainConfig(**given)
-    key = "imagenet" if cfg.imagenet_layout else cfg.dataset
-    for name, value in RETRAIN_PRESETS.get(key, {}).items():
-        if name not in given and getattr(cfg, name) is None:
-            setattr(cfg, name, value)
+    space, genotype, name = resolve_genotype(cfg, genotype)
+    for presets in (space.retrain_presets(cfg.dataset, cfg.imagenet_layout), RETRAIN_DEFAULTS):
+        for key, value in presets.items():
+            if key not in given and getattr(cfg, key) is None:
+                setattr(cfg, key, value)
     cfg.validate()
     notes = _data_notes(cfg, given)
     if "cutout_length" in given and not cfg.cutout:
@@ -467,11 +465,30 @@ def resolve_retrain(values: dict, source: str = "command line") -> RetrainSetup:
         notes.append("--auxiliary-weight has no effect without --auxiliary")
     for line in notes:
         log.warning("warning: %s", line)
-    return RetrainSetup(cfg, frozenset(values))
+    return RetrainSetup(cfg, space, genotype, name, frozenset(values))
 
 
-def resolve_saved_retrain(saved: dict, changes: dict, path: str) -> RetrainSetup:
-    """As :func:`resolve_saved_search`, for a retraining's ``config.json``."""
+def resolve_genotype(cfg, genotype=None):
+    """``(space, genotype, short name)`` from a genotype object, ``--genotype FILE`` or ``--arch NAME``."""
+    if isinstance(genotype, str):  # a file: the saved genotype of a run being resumed
+        space, g = load_any_genotype(genotype)
+        return space, g, os.path.basename(os.path.dirname(os.path.abspath(genotype))) or "genotype"
+    if genotype is not None:
+        fmt = genotype.to_dict().get("format") if hasattr(genotype, "to_dict") else None
+        if fmt is None:
+            raise ConfigError(f"genotype must be a genotype object, a file or a published cell name, got "
+                              f"{type(genotype).__name__}")
+        return space_of_format(fmt)(), genotype, "genotype"
+    if (cfg.genotype is None) == (cfg.arch is None):
+        raise ConfigError("give exactly one of --genotype FILE and --arch NAME")
+    if cfg.genotype:
+        space, g = load_any_genotype(cfg.genotype)
+        return space, g, os.path.basename(os.path.dirname(os.path.abspath(cfg.genotype)))
+    return SPACES.get("darts")(), get_genotype(cfg.arch), cfg.arch
+
+
+def resolve_saved_retrain(saved: dict, changes: dict, path: str, genotype=None) -> RetrainSetup:
+    """As :func:`resolve_saved_search`, for a retraining's ``config.json``; ``genotype`` is the run's saved one."""
     if not isinstance(saved, dict):
         raise ConfigError(f"{path}: the saved config is not a JSON object")
     _load_plugins(saved)
@@ -493,7 +510,9 @@ def resolve_saved_retrain(saved: dict, changes: dict, path: str) -> RetrainSetup
         raise ConfigError(f"cannot change a resumed run's settings: {', '.join(conflicts)}")
     for dest in RUNTIME_FIELDS & set(changes) & set(table):
         values[dest] = check_value(table[dest], changes[dest])
-    return RetrainSetup(RetrainConfig(**values).validate(), frozenset(changes))
+    cfg = RetrainConfig(**values).validate()
+    space, genotype, name = resolve_genotype(cfg, genotype)
+    return RetrainSetup(cfg, space, genotype, name, frozenset(changes))
 
 
 def config_to_dict(cfg) -> dict:

@@ -1,12 +1,15 @@
-"""Model cost counters: parameters (as the papers count them) and multiply-adds of Conv2d and Linear layers."""
+"""Model cost counters: parameters (as the papers count them), multiply-adds of Conv2d and Linear layers, and the
+FLOPs NAS-Bench-Suite-Zero's tables report for NAS-Bench-201 cells."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
 
 from .final import count_parameters
 
-__all__ = ["count_parameters", "count_macs"]
+__all__ = ["count_parameters", "count_macs", "count_flops"]
 
 
 def _conv_macs(module: nn.Conv2d, output: torch.Tensor) -> int:
@@ -69,6 +72,69 @@ def count_macs(model: nn.Module, input_size=(3, 32, 32), *, device=None, dtype=t
         model.eval()
         with torch.no_grad():
             model(torch.zeros((1, *size), device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return int(total)
+
+
+def _leaf_flops(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """tensorwatch 0.9.1's rule for one leaf module (``torchstat/compute_flops.py``)."""
+    if isinstance(m, nn.Conv2d):
+        kh, kw = m.kernel_size
+        f = kh * kw * x.shape[1] * (y.shape[1] // m.groups) * y.shape[0] * y.shape[2] * y.shape[3]
+        return f + (y.numel() if m.bias is not None else 0)
+    if isinstance(m, nn.BatchNorm2d):
+        return x.numel() * (2 if m.affine else 1)
+    if isinstance(m, nn.ReLU):
+        return x.numel()
+    if isinstance(m, (nn.AvgPool2d, nn.MaxPool2d)):
+        k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+        oh, ow = math.floor((x.shape[2] + 2 * p - k) / s + 1), math.floor((x.shape[3] + 2 * p - k) / s + 1)
+        return x.shape[0] * x.shape[1] * oh * ow * k * k
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        H, W, total = x.shape[2], x.shape[3], 0
+        for a in range(y.shape[2]):  # each output cell averages a window; the counter adds one row and column
+            rows = math.ceil((a + 1) * H / y.shape[2]) - math.floor(a * H / y.shape[2]) + 1
+            for b in range(y.shape[3]):
+                cols = math.ceil((b + 1) * W / y.shape[3]) - math.floor(b * W / y.shape[3]) + 1
+                total += x.shape[0] * x.shape[1] * rows * cols
+        return total
+    if isinstance(m, nn.Linear):
+        return x.shape[0] * x.shape[1] * y.shape[1]
+    return 0
+
+
+def count_flops(model: nn.Module, input_size=(3, 32, 32), *, device=None) -> int:
+    """FLOPs of one forward pass at batch 1 as NAS-Bench-Suite-Zero counts them (its ``flops`` of NAS-Bench-201
+    cells, computed with tensorwatch 0.9.1), so its tables can be compared number for number.
+
+    Counted, per leaf module that runs: Conv2d ``kh·kw·C_in·(C_out/groups)·H_out·W_out`` plus one per output element
+    if it has a bias; BatchNorm2d one per input element (two if affine); ReLU one per input element; average and
+    max pooling ``C·H_out·W_out·k²``; adaptive average pooling the window of every output cell plus one row and
+    one column (tensorwatch's rule); Linear ``in·out`` (the bias not counted). Element-wise additions, identities and
+    the zero op count nothing. (The NAS-Bench-201 API's own cost table counts Conv2d and Linear only, so its FLOPs
+    are smaller; :func:`count_macs` is that count without the bias terms.)
+    """
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    total, seen = 0, set()
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if id(module) not in seen:  # a module run twice is counted once, as tensorwatch's per-node statistics
+            seen.add(id(module))
+            total += _leaf_flops(module, inputs[0], output)
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *tuple(input_size)), device=device))
     finally:
         for h in handles:
             h.remove()

@@ -67,7 +67,7 @@ def train_epoch(model: nn.Module, loader, optimizer, criterion, device, aux_weig
                 raise NonFiniteLossError(f"{desc}, step {step + 1}: training loss is {value}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
             if not torch.isfinite(norm):
                 raise NonFiniteLossError(f"{desc}, step {step + 1}: gradient norm is {float(norm)}")
             optimizer.step()

@@ -16,13 +16,10 @@ import torch.nn as nn
 from .config import RetrainSetup
 from .data import DataBundle, load_data, make_loader
 from .engine import evaluate, resolve_device, train_epoch
-from .errors import ConfigError
 from .final import count_parameters
 from .run.checkpoint import fingerprint
 from .run.distributed import wrap_ddp
 from .run.session import Run
-from .spaces import SPACES, load_any_genotype, space_of_format
-from .zoo import get_genotype
 
 log = logging.getLogger(__name__)
 
@@ -41,34 +38,10 @@ class RetrainResult:
     genotype: object = None
 
 
-def resolve_genotype(cfg, genotype=None):
-    """``(space, genotype, short name)`` from a genotype object, ``--genotype FILE`` or ``--arch NAME``."""
-    if isinstance(genotype, str):  # a file: the saved genotype of a run being resumed
-        space, g = load_any_genotype(genotype)
-        return space, g, os.path.basename(os.path.dirname(os.path.abspath(genotype))) or "genotype"
-    if genotype is not None:
-        fmt = genotype.to_dict().get("format") if hasattr(genotype, "to_dict") else None
-        if fmt is None:
-            raise ConfigError(f"genotype must be a genotype object, a file or a published cell name, got "
-                              f"{type(genotype).__name__}")
-        return space_of_format(fmt)(), genotype, "genotype"
-    if (cfg.genotype is None) == (cfg.arch is None):
-        raise ConfigError("give exactly one of --genotype FILE and --arch NAME")
-    if cfg.genotype:
-        space, g = load_any_genotype(cfg.genotype)
-        return space, g, os.path.basename(os.path.dirname(os.path.abspath(cfg.genotype)))
-    return _zoo(cfg.arch)
-
-
-def _zoo(name: str):
-    return SPACES.get("darts")(), get_genotype(name), name
-
-
-def run_retrain(setup: RetrainSetup, genotype=None, data: DataBundle | None = None) -> RetrainResult:
-    """Train (or resume) the evaluation network of ``genotype`` (default: the config's ``--genotype`` or ``--arch``)
-    on ``data`` (default: the config's data set)."""
-    cfg = setup.cfg
-    space, genotype, name = resolve_genotype(cfg, genotype)
+def run_retrain(setup: RetrainSetup, data: DataBundle | None = None) -> RetrainResult:
+    """Train (or resume) the discrete network of the setup's genotype (its space's: NetworkCIFAR / NetworkImageNet
+    for DARTS cells, the benchmark's network for NAS-Bench-201 cells) on ``data`` (default: the config's data set)."""
+    cfg, space, genotype, name = setup.cfg, setup.space, setup.genotype, setup.name
     with Run.start("final", setup.to_dict(), fingerprint=fingerprint(setup.fingerprint_options()), out=cfg.out,
                    resume=cfg.resume, device=resolve_device(cfg.device),
                    default_out=f"runs/final-{name}-%Y%m%d-%H%M%S", meta={"genotype": genotype.to_dict()}) as run:
@@ -83,7 +56,8 @@ def run_retrain(setup: RetrainSetup, genotype=None, data: DataBundle | None = No
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         params = count_parameters(model)
-        optimizer = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                    nesterov=cfg.nesterov)
         if cfg.lr_schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs)
         else:  # the DARTS ImageNet schedule: x0.97 every epoch
@@ -95,7 +69,7 @@ def run_retrain(setup: RetrainSetup, genotype=None, data: DataBundle | None = No
         run.commit()
         if run.main and not run.resumed:
             genotype.save(run.dir.file("genotype.json"))
-        log.info("retraining %s on %s: %s, %d cells, %d channels, %d parameters (auxiliary head excluded), "
+        log.info("retraining %s on %s: %s (--layers %d, %d channels), %d parameters (auxiliary head excluded), "
                  "device %s x %d", name, cfg.dataset, type(model).__name__, cfg.layers, cfg.init_channels, params,
                  run.device, run.env.world_size)
 

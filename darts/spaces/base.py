@@ -107,6 +107,11 @@ class SearchSpace:
         return None
 
     # -- retraining -------------------------------------------------------------------------------------
+    def retrain_presets(self, dataset: str, imagenet_layout: bool = False) -> dict:
+        """The retraining protocol of the space's cells on ``dataset``: defaults of :class:`RetrainConfig` fields
+        (epochs, optimiser, network size, augmentation) for the options the user leaves out."""
+        return {}
+
     def build_network(self, genotype, cfg, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
         """The discrete network of ``genotype`` for retraining with the settings ``cfg``."""
         raise ConfigError(f"--space {self.name} has no discrete network to retrain its cells with")

@@ -155,6 +155,24 @@ class Supernet(SupernetBase):
         return self.classifier(out.flatten(1))
 
 
+_CIFAR_FINAL = dict(epochs=600, batch_size=96, lr=0.025, lr_schedule="cosine", weight_decay=3e-4,
+                    label_smoothing=0.0, init_channels=36, layers=20, auxiliary=True, cutout=True,
+                    drop_path_prob=0.2, num_workers=2, image_size=32)
+RETRAIN_PRESETS = {
+    "cifar10": _CIFAR_FINAL,
+    "cifar100": _CIFAR_FINAL,
+    "folder": _CIFAR_FINAL,
+    "custom": dict(_CIFAR_FINAL, num_workers=0, cutout=False, auxiliary=False),
+    "imagenet": dict(epochs=250, batch_size=128, lr=0.1, lr_schedule="step", weight_decay=3e-5,
+                     label_smoothing=0.1, init_channels=48, layers=14, auxiliary=True, cutout=False,
+                     drop_path_prob=0.0, num_workers=4, image_size=224),
+    "synthetic": dict(_CIFAR_FINAL, epochs=1, num_workers=0),
+    "digits": dict(epochs=10, batch_size=64, lr=0.025, lr_schedule="cosine", weight_decay=3e-4,
+                   label_smoothing=0.0, init_channels=16, layers=8, auxiliary=False, cutout=False,
+                   drop_path_prob=0.1, num_workers=0, image_size=8),
+}
+
+
 @register_space
 class DartsSpace(SearchSpace):
     """The DARTS CNN cell: two inputs, ``nodes`` intermediate nodes each reading every earlier node, the eight DARTS
@@ -193,6 +211,10 @@ class DartsSpace(SearchSpace):
     def report(self, genotype, run_dir):
         """``comparison.json`` (the cell beside DARTS_V2 in the CIFAR setting) and the drawings of both cells."""
         report_cell(genotype, run_dir)
+
+    def retrain_presets(self, dataset, imagenet_layout=False):
+        """The DARTS paper's protocols (``cnn/train.py`` for CIFAR, ``cnn/train_imagenet.py``), small ones on digits."""
+        return RETRAIN_PRESETS["imagenet" if imagenet_layout else dataset]
 
     def build_network(self, genotype, cfg, num_classes, in_channels, image_size):
         cls = NetworkImageNet if cfg.imagenet_layout else NetworkCIFAR

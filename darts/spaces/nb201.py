@@ -20,12 +20,12 @@ import torch.nn as nn
 from ..errors import ConfigError, GenotypeError
 from ..genotype import read_genotype_file
 from ..methods import get_method
-from ..ops import ReLUConvBN, check_primitives
+from ..ops import ReLUConvBN, build_op, check_primitives
 from ..options import option
 from ..run.checkpoint import atomic_write_text
 from ..supernet import SupernetBase
 from .base import SearchSpace, register_space
-from .nb201_bench import open_benchmark
+from .nb201_bench import NB201_DATASETS, NB201Table, metric_key, open_benchmark
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +379,60 @@ class NB201Supernet(SupernetBase):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The discrete network (the benchmark's TinyNetwork and InferCell)
+
+
+class NB201Cell(nn.Module):
+    """A discrete cell: node ``i`` sums its ``i`` chosen ops on the earlier nodes (``none`` included, as a zero
+    module, as the benchmark's ``InferCell``); the cell's output is node 3."""
+
+    def __init__(self, genotype: NB201Genotype, C: int):
+        super().__init__()
+        self.edges = nn.ModuleList(build_op(op, C, 1, True) for op, _ in genotype.edges)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes, e = [x], 0
+        for i in range(1, NB201_NODES):
+            nodes.append(sum(self.edges[e + j](nodes[j]) for j in range(i)))
+            e += i
+        return nodes[-1]
+
+
+class NB201Network(nn.Module):
+    """The benchmark's discrete network of a cell (``TinyNetwork``): a 3x3 conv stem with ``C`` channels and BN,
+    three stages of ``N`` cells at C, 2C, 4C joined by residual reduction blocks, BN-ReLU, global pooling and a
+    linear classifier. Every BatchNorm is affine; ops as the search space's (``nor_conv`` is ReLU-Conv-BN).
+
+    ``forward(x)`` returns ``(logits, None)`` like the DARTS evaluation networks (no auxiliary head).
+    """
+
+    def __init__(self, genotype: NB201Genotype, C: int = 16, N: int = 5, num_classes: int = 10,
+                 in_channels: int = 3):
+        super().__init__()
+        self.genotype = genotype
+        self.drop_path_prob = 0.0  # set by the retraining loop; the benchmark uses none
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList()
+        C_prev = C
+        for stage in range(3):
+            C_curr = C * 2**stage
+            if stage:
+                self.cells.append(ResNetBasicBlock(C_prev, C_curr, 2))
+            for _ in range(N):
+                self.cells.append(NB201Cell(genotype, C_curr))
+            C_prev = C_curr
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def forward(self, x: torch.Tensor):
+        h = self.stem(x)
+        for cell in self.cells:
+            h = cell(h)
+        return self.classifier(self.global_pooling(self.lastact(h)).flatten(1)), None
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The space
 
 
@@ -403,9 +457,24 @@ class NB201Space(SearchSpace):
         cells: int = option(5, "cells per stage N (cifar: 5, digits: 1)", positive=True, max=1000)
         file: str | None = option(None, "the official benchmark file; with the nas_201_api package installed, the "
                                   "derived cell's true accuracy is logged each epoch", metavar="FILE")
+        table: str | None = option(None, "a table of the benchmark's accuracies (CSV, see the README): the derived "
+                                   "cell's accuracies are logged each epoch, and --evaluator table reads it",
+                                   metavar="FILE")
+        dataset: str = option("cifar10", "the benchmark's data set that --evaluator table optimises (its validation "
+                              "accuracy)", choices=tuple(NB201_DATASETS))
 
     def setup(self):
         self._benchmark = None
+        self._table = None
+
+    def lookup_table(self) -> NB201Table | None:
+        """The ``--nb201-table`` of this run, read once (None without one)."""
+        if self.options.table is not None and self._table is None:
+            self._table = NB201Table(self.options.table)
+        return self._table
+
+    def check_run(self, cfg, method):
+        self.lookup_table()  # a missing or malformed table is an error before the run starts
 
     def check_primitives(self, primitives):
         return check_nb201_primitives(primitives)
@@ -419,12 +488,22 @@ class NB201Space(SearchSpace):
         return f"NAS-Bench-201 supernet: {self.options.cells} cells per stage, {model.C} channels, {n} weights"
 
     def epoch_metrics(self, genotype, dataset):
-        if self.options.file is None:
-            return {}
-        if self._benchmark is None:
-            self._benchmark = open_benchmark(self.options.file) or False
-        acc = self._benchmark.test_accuracy(genotype, dataset) if self._benchmark else None
-        return {} if acc is None else {"nb201_test_acc": acc}
+        """The derived cell's benchmark accuracies: every data set's from ``--nb201-table``
+        (``nb201_<dataset>_test`` / ``_val``), and the official API's 200-epoch test accuracy (``nb201_test_acc``)."""
+        out = {}
+        table = self.lookup_table()
+        record = table.query(genotype) if table is not None else None
+        if record is not None:
+            for ds, acc in record.accuracy.items():
+                for split, value in acc.items():
+                    out[f"nb201_{metric_key(ds)}_{split}"] = value
+        if self.options.file is not None:
+            if self._benchmark is None:
+                self._benchmark = open_benchmark(self.options.file) or False
+            acc = self._benchmark.test_accuracy(genotype, dataset) if self._benchmark else None
+            if acc is not None:
+                out["nb201_test_acc"] = acc
+        return out
 
     def genotype_from_dict(self, d):
         return NB201Genotype.from_dict(d)
@@ -432,6 +511,20 @@ class NB201Space(SearchSpace):
     def parse_genotype_text(self, text):
         return NB201Genotype.from_string(text) if text.lstrip().startswith("|") else None
 
+    def retrain_presets(self, dataset, imagenet_layout=False):
+        """The benchmark's training (``configs/nas-benchmark/hyper-opts/200E.config``): 200 epochs, SGD with Nesterov
+        momentum 0.9, lr 0.1 cosine to 0, weight decay 5e-4, batch 256, no clipping, crop and flip only; C=16, N=5.
+        On the small sets (digits) 10 epochs at batch 64."""
+        base = dict(lr=0.1, lr_schedule="cosine", nesterov=True, weight_decay=5e-4, grad_clip=0.0,
+                    label_smoothing=0.0, init_channels=16, layers=5, auxiliary=False, cutout=False,
+                    drop_path_prob=0.0, image_size=32)
+        if dataset == "digits":
+            return {**base, "epochs": 10, "batch_size": 64, "num_workers": 0, "image_size": 8}
+        return {**base, "epochs": 200, "batch_size": 256, "num_workers": 0 if dataset in ("custom", "synthetic") else 2}
+
     def build_network(self, genotype, cfg, num_classes, in_channels, image_size):
-        raise ConfigError("this is a NAS-Bench-201 cell (from --space nb201): look its accuracy up in the benchmark "
-                          "by its string; retraining NAS-Bench-201 cells is not supported yet")
+        """The benchmark's ``TinyNetwork`` of the cell: ``--init-channels`` C (16) and ``--layers`` N cells per stage
+        (5)."""
+        if cfg.imagenet_layout:
+            raise ConfigError("--imagenet-layout builds the DARTS ImageNet network; NAS-Bench-201 cells have their own")
+        return NB201Network(genotype, cfg.init_channels, cfg.layers, num_classes, in_channels)
