@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import os
 
-from .config import resolve_retrain, resolve_saved_retrain, resolve_saved_search, resolve_search
-from .data import user_data
+import torch
+
+from .config import (network_settings, resolve_genotype, resolve_retrain, resolve_saved_retrain,
+                     resolve_saved_search, resolve_search)
+from .data import load_data, user_data
 from .errors import ConfigError
 from .retrain import RetrainResult, run_retrain
+from .proxies import PROXIES, score as proxy_score
 from .run.rundir import RunDir
+from .spaces import SPACES, load_any_genotype
 from .search_run import SearchResult, run_search
+from .strategy_run import StrategyResult, run_strategy
+from .zoo import ZOO, get_genotype
 
 
-def search(*, train_data=None, num_classes: int | None = None, **options) -> SearchResult:
-    """Run a search (or resume one with ``resume=RUN_DIR``) and return its :class:`SearchResult`.
+def search(*, train_data=None, num_classes: int | None = None, **options) -> SearchResult | StrategyResult:
+    """Run a search (or resume one with ``resume=RUN_DIR``) and return its :class:`SearchResult`; with a
+    ``strategy`` (a multi-trial search), its :class:`StrategyResult`.
 
     Args:
         train_data: your own data set (see the module docstring); it is split into the weights' and α's halves by
@@ -32,6 +40,7 @@ def search(*, train_data=None, num_classes: int | None = None, **options) -> Sea
         result = darts.search(dataset="digits", epochs=2, out="runs/s1")
         result = darts.search(train_data=my_dataset, num_classes=7, epochs=20)
         print(result.genotype, result.run_dir, result.metrics[-1]["val_acc"])
+        result = darts.search(space="nb201", strategy="rea", evaluator="table", nb201_table="nb201.csv")
 
     Raises :class:`darts.errors.DartsError` (one message naming the problem) for any bad option, data or run
     directory.
@@ -50,6 +59,8 @@ def search(*, train_data=None, num_classes: int | None = None, **options) -> Sea
     if setup.cfg.dataset == "custom" and data is None:
         raise ConfigError(f"{setup.cfg.resume}: this run searched a data set passed from Python; resume it with "
                           "darts.search(resume=RUN_DIR, train_data=...)")
+    if setup.strategy is not None:
+        return run_strategy(setup, data)
     return run_search(setup, data)
 
 
@@ -90,6 +101,60 @@ def retrain(genotype=None, *, train_data=None, test_data=None, num_classes: int 
         raise ConfigError(f"{setup.cfg.resume}: this run trained on a data set passed from Python; resume it with "
                           "darts.retrain(resume=RUN_DIR, train_data=...)")
     return run_retrain(setup, data)
+
+
+def score_cells(cells, proxies=("synflow", "params", "flops"), *, dataset: str = "synthetic", data: str | None = None,
+                batch_size: int = 64, seed: int = 0, space: str | None = None) -> list[dict]:
+    """Zero-cost proxy scores (:mod:`darts.proxies`) of ``cells`` at initialisation, one dict per cell.
+
+    Args:
+        cells: genotypes, genotype files, NAS-Bench-201 strings or published cell names, mixed as you like.
+        proxies: registered proxy names.
+        dataset: the data set whose shape, classes and first training batch are used (``synthetic``: CIFAR-shaped
+            random tensors; the data-independent proxies read only the shape).
+        batch_size, seed: the batch's size, and the seed of each network's initialisation.
+        space: the space of the cells (default: each cell's own).
+
+    Each cell's network is its space's discrete network with the space's protocol for ``dataset`` (NAS-Bench-201:
+    the benchmark's C=16, N=5; DARTS: the retraining network), as NAS-Bench-Suite-Zero scores them.
+    """
+    for p in proxies:
+        PROXIES.get(p)
+    bundle = load_data(dataset, data, False, 32, augment=False)
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(bundle.train), generator=gen)[:batch_size].tolist()
+    xs, ys = zip(*(bundle.train[i] for i in idx))
+    batch = (torch.stack(xs), torch.as_tensor(ys))
+    rows = []
+    for cell in cells:
+        cell_space, genotype = _any_cell(cell, space)
+        cfg = network_settings(cell_space, dataset)
+        row = {"cell": str(cell) if isinstance(cell, str) else str(genotype)}
+        for p in proxies:
+            torch.manual_seed(seed)
+            net = cell_space.build_network(genotype, cfg, bundle.num_classes, bundle.in_channels, bundle.image_size)
+            row[p] = proxy_score(net, p, batch, copy=False)
+        rows.append(row)
+    return rows
+
+
+def _any_cell(cell, space_name):
+    """``(space, genotype)`` of a genotype object, a file, a NAS-Bench-201 string or a published cell's name."""
+    if not isinstance(cell, str):
+        space, genotype, _ = resolve_genotype(None, cell)
+    elif os.path.exists(cell):
+        space, genotype = load_any_genotype(cell)
+    elif cell.lstrip().startswith("|"):
+        space = SPACES.get("nb201")()
+        genotype = space.parse_genotype_text(cell)
+    elif cell in ZOO:
+        space, genotype = SPACES.get("darts")(), get_genotype(cell)
+    else:
+        raise ConfigError(f"{cell!r} is not a genotype file, a NAS-Bench-201 string or a published cell (see "
+                          "darts-forge zoo)")
+    if space_name is not None and space.name != space_name:
+        raise ConfigError(f"{cell!r} is a cell of --space {space.name}, not {space_name}")
+    return space, genotype
 
 
 def _saved(resume: str) -> tuple[dict, str]:

@@ -14,14 +14,16 @@ import sys
 import traceback
 
 from . import __version__
-from .api import retrain, search
-from .config import RetrainConfig, SearchConfig, general_specs, method_specs, space_specs
+from .api import retrain, score_cells, search
+from .config import RetrainConfig, SearchConfig, general_specs, method_specs, space_specs, strategy_specs
 from .errors import DartsError
 from .methods import METHODS
 from .options import add_flags
 from .plot import main as plot_main
 from .plugins import load_plugins
+from .proxies import PROXIES
 from .spaces import SPACES
+from .strategies import STRATEGIES
 from .zoo import ZOO, get_genotype
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,8 @@ def search_parser(prog: str = "darts-forge search") -> argparse.ArgumentParser:
     """The flags of a search: the general options, then each registered method's and space's own."""
     parser = _Parser(prog=prog, description="Run a differentiable architecture search: DARTS or a successor "
                      "(--method), in the DARTS or NAS-Bench-201 space (--space), on the embedded digits, CIFAR, an "
-                     "ImageFolder tree, or random tensors.")
+                     "ImageFolder tree, or random tensors; or a multi-trial search (--strategy) that scores discrete "
+                     "cells with a benchmark table, a zero-cost proxy or short training (--evaluator).")
     add_flags(parser, general_specs(SearchConfig))
     for name, cls in METHODS.items():
         if cls.Options.__dataclass_fields__:
@@ -97,6 +100,9 @@ def search_parser(prog: str = "darts-forge search") -> argparse.ArgumentParser:
     for name, cls in SPACES.items():
         if cls.Options.__dataclass_fields__:
             add_flags(parser, space_specs(cls), f"--space {name}", cls.paper)
+    for name, cls in STRATEGIES.items():
+        if cls.Options.__dataclass_fields__:
+            add_flags(parser, strategy_specs(cls), f"--strategy {name}", cls.paper)
     return parser
 
 
@@ -166,11 +172,46 @@ def zoo_main(argv=None) -> int:
     return run_main(go)
 
 
+def proxies_main(argv=None) -> int:
+    """``darts-forge proxies``: zero-cost proxy scores of cells (genotype files, NB201 strings, published names)."""
+    parser = _Parser(prog="darts-forge proxies", description="Score cells at initialisation with zero-cost proxies "
+                     "(no training): each cell's discrete network, as --space's protocol builds it for --dataset, on "
+                     "one batch of its training split. Prints one line per cell (--json: one object).")
+    parser.add_argument("cells", nargs="*", metavar="CELL", help="genotype files, NAS-Bench-201 strings "
+                        "('|nor_conv_3x3~0|+|...|') or published cell names (see darts-forge zoo)")
+    parser.add_argument("--proxy", default="synflow,params,flops", metavar="NAME,NAME",
+                        help=f"comma-separated proxies, of: {', '.join(PROXIES.list())} (default: %(default)s)")
+    parser.add_argument("--dataset", default="synthetic", choices=("digits", "synthetic", "cifar10", "cifar100"),
+                        help="the data set whose shape and batch are used (default: synthetic, CIFAR-shaped random "
+                        "tensors; the data-independent proxies read only the shape)")
+    parser.add_argument("--data", default=None, metavar="DIR", help="data directory (CIFAR)")
+    parser.add_argument("--batch-size", type=int, default=64, help="samples in the batch (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the networks' initialisation and the batch")
+    parser.add_argument("--list", action="store_true", help="list the proxies with their papers")
+    parser.add_argument("--json", action="store_true", help="one JSON object per cell")
+    args = parser.parse_args(argv)
+
+    def go():
+        if args.list:
+            for name, spec in PROXIES.items():
+                print(f"{name:10s} {'(needs data) ' if spec.needs_data else ''}{spec.paper}")
+            return
+        if not args.cells:
+            parser.error("give at least one CELL (or --list)")
+        for row in score_cells(args.cells, [p for p in args.proxy.split(",") if p], dataset=args.dataset,
+                               data=args.data, batch_size=args.batch_size, seed=args.seed):
+            print(json.dumps(row) if args.json else
+                  "  ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+
+    return run_main(go)
+
+
 COMMANDS = {
-    "search": (search_main, "run a search"),
+    "search": (search_main, "run a search (one-shot, or multi-trial with --strategy)"),
     "retrain": (retrain_main, "retrain a cell from scratch"),
     "plot": (None, "draw a genotype's cells"),
     "zoo": (zoo_main, "list the published cells"),
+    "proxies": (proxies_main, "score cells with zero-cost proxies, without training"),
 }
 
 
@@ -179,7 +220,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         lines = [f"  {name:8s} {help}" for name, (_, help) in COMMANDS.items()]
-        print("usage: darts-forge {search,retrain,plot,zoo} [flags]\n\n"
+        print("usage: darts-forge {search,retrain,plot,zoo,proxies} [flags]\n\n"
               "Differentiable architecture search (DARTS and its successors) on current PyTorch.\n\n"
               "commands:\n" + "\n".join(lines) + "\n\n`darts-forge COMMAND --help` lists a command's flags.")
         return 0 if argv else 2

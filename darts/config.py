@@ -20,6 +20,7 @@ from .methods import METHODS
 from .options import OptionSpec, check_options, check_value, option, specs, to_dict
 from .plugins import load_plugins
 from .spaces import SPACES, load_any_genotype, space_of_format
+from .strategies import EVALUATORS, STRATEGIES
 from .zoo import get_genotype
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,17 @@ class SearchConfig:
                          metavar="NAME")
     space: str = option("darts", "search space: darts (the DARTS CNN cell) or nb201 (NAS-Bench-201), or one a "
                         "--plugin registers", metavar="NAME")
+    strategy: str | None = option(None, "a multi-trial strategy instead of the one-shot --method: random, rea "
+                                  "(regularised evolution), reinforce, ls (local search), bo (Optuna TPE), or one a "
+                                  "--plugin registers; it samples discrete cells and asks --evaluator to score them",
+                                  metavar="NAME")
+    evaluator: str = option("table", "--strategy: how a cell is scored: table (the benchmark's accuracy, e.g. "
+                            "--nb201-table), proxy (a zero-cost --proxy at initialisation) or train (--eval-epochs "
+                            "of training)", metavar="NAME")
+    budget_evals: int = option(100, "--strategy: the number of cells evaluated", positive=True, max=10**9)
+    proxy: str = option("synflow", "--evaluator proxy: synflow, snip, grasp, fisher, grad_norm, jacov, nwot, plain, "
+                        "params, flops", metavar="NAME")
+    eval_epochs: int = option(1, "--evaluator train: epochs of training per cell", positive=True, max=100_000)
     order: str = option("first", "first- or second-order α gradient (DARTS Eq. 7)", choices=("first", "second"))
     hvp: str = option("finite-difference", "second order: Hessian-vector product by the paper's finite difference "
                       "(Eq. 8) or exactly by double backward", choices=("finite-difference", "exact"))
@@ -221,9 +233,13 @@ def space_specs(cls) -> list[OptionSpec]:
     return specs(cls.Options, cls.flag_prefix, owner=f"--space {cls.name}")
 
 
+def strategy_specs(cls) -> list[OptionSpec]:
+    return specs(cls.Options, cls.flag_prefix, owner=f"--strategy {cls.name}")
+
+
 def option_owner(dest: str) -> str | None:
-    """``--method NAME`` / ``--space NAME`` whose option ``dest`` is, or None."""
-    for registry, spec_of in ((METHODS, method_specs), (SPACES, space_specs)):
+    """``--method NAME`` / ``--space NAME`` / ``--strategy NAME`` whose option ``dest`` is, or None."""
+    for registry, spec_of in ((METHODS, method_specs), (SPACES, space_specs), (STRATEGIES, strategy_specs)):
         for _, cls in registry.items():
             if any(s.dest == dest for s in spec_of(cls)):
                 return spec_of(cls)[0].owner
@@ -239,6 +255,7 @@ class SearchSetup:
     method: object
     space: object
     given: frozenset = frozenset()
+    strategy: object = None  #: a multi-trial strategy (``--strategy``) instead of the one-shot method
 
     @property
     def primitives(self) -> tuple[str, ...]:
@@ -246,8 +263,11 @@ class SearchSetup:
 
     def to_dict(self) -> dict:
         """Every option by keyword, JSON-ready: what ``config.json`` holds and :func:`resolve_search` reads back."""
-        return {**to_dict(self.cfg), **to_dict(self.method.options, self.method.flag_prefix),
-                **to_dict(self.space.options, self.space.flag_prefix)}
+        out = {**to_dict(self.cfg), **to_dict(self.method.options, self.method.flag_prefix),
+               **to_dict(self.space.options, self.space.flag_prefix)}
+        if self.strategy is not None:
+            out.update(to_dict(self.strategy.options, self.strategy.flag_prefix))
+        return out
 
     def fingerprint_options(self) -> dict:
         """The options that decide what the run computes (the runtime ones left out), for the checkpoint."""
@@ -263,40 +283,50 @@ def _general(dest: str) -> OptionSpec:
 
 
 class _Tables:
-    """The option specs of one search by keyword: general, the method's and the space's."""
+    """The option specs of one search by keyword: general, the method's, the space's and the strategy's."""
 
-    def __init__(self, method_cls, space_cls):
-        self.method_cls, self.space_cls = method_cls, space_cls
+    def __init__(self, method_cls, space_cls, strategy_cls=None):
+        self.method_cls, self.space_cls, self.strategy_cls = method_cls, space_cls, strategy_cls
         self.general = {s.dest: s for s in general_specs(SearchConfig)}
         self.method = {s.dest: s for s in method_specs(method_cls)}
         self.space = {s.dest: s for s in space_specs(space_cls)}
+        self.strategy = {s.dest: s for s in strategy_specs(strategy_cls)} if strategy_cls else {}
+
+    @classmethod
+    def of(cls, values: dict, source: str) -> "_Tables":
+        """The tables of the method, space and strategy that ``values`` name."""
+        method = check_value(_general("method"), values.get("method", "darts"), source)
+        space = check_value(_general("space"), values.get("space", "darts"), source)
+        strategy = check_value(_general("strategy"), values.get("strategy"), source)
+        return cls(METHODS.get(method), SPACES.get(space), STRATEGIES.get(strategy) if strategy else None)
+
+    def tables(self):
+        return (self.general, self.method, self.space, self.strategy)
 
     def spec(self, dest: str) -> OptionSpec:
-        for table in (self.general, self.method, self.space):
+        for table in self.tables():
             if dest in table:
                 return table[dest]
         owner = option_owner(dest)
         flag = "--" + dest.replace("_", "-")
         if owner:
             kind, _ = owner.split()
-            current = self.method_cls.name if kind == "--method" else self.space_cls.name
-            raise ConfigError(f"{flag} is an option of {owner}, but this run uses {kind} {current}")
+            current = {"--method": self.method_cls.name, "--space": self.space_cls.name,
+                       "--strategy": self.strategy_cls.name if self.strategy_cls else None}[kind]
+            uses = f"this run uses {kind} {current}" if current else f"this run has no {kind}"
+            raise ConfigError(f"{flag} is an option of {owner}, but {uses}")
         raise ConfigError(f"unknown option {flag}; see --help")
 
     def split(self, values: dict, source: str):
-        """``values`` checked and split into the general options (by keyword) and the method's and the space's
-        (by field name)."""
-        general, mine, theirs = {}, {}, {}
+        """``values`` checked and split into the general options (by keyword) and the method's, the space's and
+        the strategy's (by field name)."""
+        parts = ({}, {}, {}, {})
         for dest, value in values.items():
             spec = self.spec(dest)
             value = check_value(spec, value, source)
-            if dest in self.general:
-                general[dest] = value
-            elif dest in self.method:
-                mine[spec.name] = value
-            else:
-                theirs[spec.name] = value
-        return general, mine, theirs
+            i = next(i for i, t in enumerate(self.tables()) if dest in t)
+            parts[i][dest if i == 0 else spec.name] = value
+        return parts
 
 
 def resolve_search(values: dict, source: str = "command line") -> SearchSetup:
@@ -309,10 +339,9 @@ def resolve_search(values: dict, source: str = "command line") -> SearchSetup:
     """
     values = dict(values)
     _load_plugins(values)
-    method_name = check_value(_general("method"), values.get("method", "darts"), source)
-    space_name = check_value(_general("space"), values.get("space", "darts"), source)
-    tables = _Tables(METHODS.get(method_name), SPACES.get(space_name))
-    general, mine, theirs = tables.split(values, source)
+    tables = _Tables.of(values, source)
+    method_name, space_name = tables.method_cls.name, tables.space_cls.name
+    general, mine, theirs, strat = tables.split(values, source)
     method = tables.method_cls(**mine)  # with what was given: a method's presets may depend on its options
     space = tables.space_cls(**theirs)
     dataset = general.get("dataset", "digits")
@@ -330,11 +359,12 @@ def resolve_search(values: dict, source: str = "command line") -> SearchSetup:
                 raise DartsError(f"the presets of {who} set {key!r}, which is no option of this run") from None
             if key not in values:  # the user's value wins, then the first layer that sets it
                 preset.setdefault(key, value)
-    p_general, p_mine, p_theirs = tables.split(preset, f"the presets of {method_name} in {space_name}")
+    p_general, p_mine, p_theirs, _ = tables.split(preset, f"the presets of {method_name} in {space_name}")
     cfg = SearchConfig(**{**p_general, **general})
     method = tables.method_cls(**{**p_mine, **mine})
     space = tables.space_cls(**{**p_theirs, **theirs})
-    return _checked(SearchSetup(cfg, method, space, frozenset(values)))
+    strategy = tables.strategy_cls(**strat) if tables.strategy_cls else None
+    return _checked(SearchSetup(cfg, method, space, frozenset(values), strategy))
 
 
 def _checked(setup: SearchSetup) -> SearchSetup:
@@ -346,7 +376,9 @@ def _checked(setup: SearchSetup) -> SearchSetup:
         cfg.hessian_every = 2  # RobustDARTS's scripts: --report_freq_hessian 2
     cfg.primitives = setup.space.check_primitives(cfg.primitives)
     cfg.validate()
-    setup.method.check_run(cfg, setup.space)
+    EVALUATORS.get(cfg.evaluator)
+    if setup.strategy is None:
+        setup.method.check_run(cfg, setup.space)
     setup.space.check_run(cfg, setup.method)
     if "resume" not in setup.given:
         for line in ineffective_search_options(setup):
@@ -370,6 +402,19 @@ def ineffective_search_options(setup: SearchSetup) -> list[str]:
     """One line for every option the user gave that does nothing in this run (the run goes on)."""
     cfg, given, method = setup.cfg, setup.given, setup.method
     out = _data_notes(cfg, given)
+    if setup.strategy is not None:
+        ignored = [k for k in ("method", "epochs", "order", "hvp", "arch_lr", "lr", "early_stop", "max_skip")
+                   if k in given]
+        if ignored:
+            out.append(f"{', '.join('--' + k.replace('_', '-') for k in ignored)}: no effect with --strategy, which "
+                       "trains no supernet")
+        for k, needs in (("proxy", "proxy"), ("eval_epochs", "train")):
+            if k in given and cfg.evaluator != needs:
+                out.append(f"--{k.replace('_', '-')} has no effect without --evaluator {needs}")
+        return out
+    for k in ("evaluator", "budget_evals", "proxy", "eval_epochs"):
+        if k in given:
+            out.append(f"--{k.replace('_', '-')} has no effect without --strategy")
     if "hvp" in given and cfg.order == "first":
         out.append("--hvp has no effect with --order first: it chooses the second-order Hessian-vector product")
     if not any(method.updates_arch(e, cfg.epochs, cfg.arch_warmup) for e in range(cfg.epochs)):
@@ -394,11 +439,11 @@ def resolve_saved_search(saved: dict, changes: dict, path: str) -> SearchSetup:
         raise ConfigError(f"{path}: the saved config is not a JSON object")
     _load_plugins(saved)
     try:
-        tables = _Tables(METHODS.get(saved.get("method", "darts")), SPACES.get(saved.get("space", "darts")))
-        general, mine, theirs = tables.split(saved, path)
+        tables = _Tables.of(saved, path)
+        general, mine, theirs, strat = tables.split(saved, path)
     except DartsError as e:
         raise ConfigError(f"{path}: {e}") from None
-    missing = [d for t in (tables.general, tables.method, tables.space) for d in t if d not in saved]
+    missing = [d for t in tables.tables() for d in t if d not in saved]
     if missing:
         raise ConfigError(f"{path}: the saved config lacks {', '.join(missing)}; it is not a run config of this "
                           "version")
@@ -407,14 +452,13 @@ def resolve_saved_search(saved: dict, changes: dict, path: str) -> SearchSetup:
         spec = tables.spec(dest)
         value = check_value(spec, value)
         if dest in RUNTIME_FIELDS:
-            (general if dest in tables.general else mine if dest in tables.method else theirs)[
-                dest if dest in tables.general else spec.name] = value
+            general[dest] = value  # the runtime options are all general ones
         elif value != check_value(spec, saved[dest], path):
             conflicts.append(f"--{dest.replace('_', '-')} ({value!r} vs saved {saved[dest]!r})")
     if conflicts:
         raise ConfigError(f"cannot change a resumed run's settings: {', '.join(conflicts)}")
     setup = SearchSetup(SearchConfig(**general), tables.method_cls(**mine), tables.space_cls(**theirs),
-                        frozenset(changes))
+                        frozenset(changes), tables.strategy_cls(**strat) if tables.strategy_cls else None)
     try:
         return _checked(setup)
     except DartsError as e:
@@ -466,6 +510,17 @@ def resolve_retrain(values: dict, genotype=None, source: str = "command line") -
     for line in notes:
         log.warning("warning: %s", line)
     return RetrainSetup(cfg, space, genotype, name, frozenset(values))
+
+
+def network_settings(space, dataset: str) -> RetrainConfig:
+    """The :class:`RetrainConfig` the space's protocol gives on ``dataset`` (what a multi-trial search builds and
+    trains its cells' networks with)."""
+    cfg = RetrainConfig(dataset=dataset)
+    for presets in (space.retrain_presets(dataset), RETRAIN_DEFAULTS):
+        for key, value in presets.items():
+            if getattr(cfg, key) is None:
+                setattr(cfg, key, value)
+    return cfg.validate()
 
 
 def resolve_genotype(cfg, genotype=None):

@@ -13,7 +13,7 @@ with its published tables:
 """
 from __future__ import annotations
 
-import copy
+from copy import deepcopy
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -217,8 +217,9 @@ def nwot(net, x, y, loss) -> float:
     return float(torch.linalg.slogdet(K)[1])
 
 
-def score(network: nn.Module, proxy: str, batch=None, loss=None, input_size=(3, 32, 32)) -> float:
-    """The ``proxy`` score of ``network`` (at its current, untrained weights), on a copy of it.
+def score(network: nn.Module, proxy: str, batch=None, loss=None, input_size=(3, 32, 32), copy: bool = True) -> float:
+    """The ``proxy`` score of ``network`` (at its current, untrained weights), on a copy of it (``copy=False``:
+    on the network itself, which some proxies change, e.g. synflow takes the weights' absolute values).
 
     Args:
         network: any module mapping images to logits (or ``(logits, aux)``).
@@ -234,6 +235,6 @@ def score(network: nn.Module, proxy: str, batch=None, loss=None, input_size=(3, 
             raise ConfigError(f"proxy {proxy!r} needs a batch of data (x, y)")
         batch = (torch.zeros((1, *input_size)), torch.zeros(1, dtype=torch.long))
     x, y = batch
-    net = copy.deepcopy(network).train()
+    net = (deepcopy(network) if copy else network).train()
     with torch.random.fork_rng(devices=[]):
         return float(spec.fn(net, x, y, loss or F.cross_entropy))

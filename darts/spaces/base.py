@@ -106,6 +106,21 @@ class SearchSpace:
         """A genotype from a text form of the space's own (not JSON), or None if ``text`` is not in it."""
         return None
 
+    # -- multi-trial search -----------------------------------------------------------------------------
+    def encoding(self, primitives):
+        """The space's discrete cells over ``primitives`` as a :class:`darts.strategies.CellEncoding` (what
+        ``--strategy`` searches)."""
+        raise ConfigError(f"--space {self.name} declares no cell encoding, which multi-trial strategies search")
+
+    def table_score(self, genotype) -> float | None:
+        """The benchmark table's score of ``genotype`` (``--evaluator table``), None if the table lacks it;
+        called with None first, to raise :class:`ConfigError` if the space has no table to read."""
+        raise ConfigError(f"--evaluator table: --space {self.name} has no benchmark table (NAS-Bench-201 has one: "
+                          "--space nb201 --nb201-table FILE)")
+
+    def table_description(self) -> str:
+        return ""
+
     # -- retraining -------------------------------------------------------------------------------------
     def retrain_presets(self, dataset: str, imagenet_layout: bool = False) -> dict:
         """The retraining protocol of the space's cells on ``dataset``: defaults of :class:`RetrainConfig` fields

@@ -8,6 +8,7 @@ pooling and a linear classifier. Normal cells share one α, reduction cells anot
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -22,11 +23,12 @@ from ..counting import count_macs
 from ..dispatch import get_cell_impl
 from ..errors import ConfigError, DartsError
 from ..final import NetworkCIFAR, NetworkImageNet, count_parameters
-from ..genotype import FORMAT, Genotype, derive_genotype, num_edges, parse_genotype_text
+from ..genotype import CELLS, FORMAT, Genotype, derive_genotype, num_edges, parse_genotype_text
 from ..methods import get_method
 from ..ops import DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN
 from ..options import option
 from ..run.checkpoint import atomic_write_text
+from ..strategies.base import CellEncoding
 from ..supernet import MixedOp, SupernetBase
 from ..zoo import get_genotype
 from .base import SearchSpace, register_space
@@ -200,6 +202,43 @@ class DartsSpace(SearchSpace):
         o = self.options
         n = sum(p.numel() for p in model.weight_parameters())
         return f"DARTS supernet: {o.layers} cells, {model.C} channels, {o.nodes} nodes, {n} weights"
+
+    def encoding(self, primitives):
+        """Per cell (normal, then reduction) and node ``i``: which two of its ``i + 2`` inputs it reads (one of
+        ``C(i+2, 2)`` pairs) and the op on each (any primitive but ``none``), as the DARTS rule derives cells."""
+        ops = [p for p in self.check_primitives(primitives) if p != "none"]
+        if not ops:
+            raise ConfigError("--strategy in the DARTS space needs an op other than none in --primitives")
+        steps = self.options.nodes
+        pairs = [list(itertools.combinations(range(i + 2), 2)) for i in range(steps)]
+        sizes, groups = [], []
+        for _ in CELLS:
+            for i in range(steps):
+                groups.append(list(range(len(sizes), len(sizes) + 3)))
+                sizes += [len(pairs[i]), len(ops), len(ops)]
+
+        def decode(x):
+            cells, at = [], 0
+            for _ in CELLS:
+                edges = []
+                for i in range(steps):
+                    (a, b), op_a, op_b = pairs[i][x[at]], ops[x[at + 1]], ops[x[at + 2]]
+                    edges += [(op_a, a), (op_b, b)]
+                    at += 3
+                cells.append(tuple(edges))
+            concat = tuple(range(2, 2 + steps))
+            return Genotype(cells[0], concat, cells[1], concat, tuple(primitives))
+
+        def encode(g):
+            x = []
+            for edges in (g.normal, g.reduce):
+                for i in range(steps):
+                    (op_a, a), (op_b, b) = sorted(edges[2 * i: 2 * i + 2], key=lambda e: e[1])
+                    x += [pairs[i].index((a, b)), ops.index(op_a), ops.index(op_b)]
+            return x
+
+        return CellEncoding(sizes, decode, encode, f"2 cells x {steps} nodes x (input pair, 2 ops of {len(ops)})",
+                            groups)
 
     def genotype_from_dict(self, d):
         return Genotype.from_dict(d)

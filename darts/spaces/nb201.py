@@ -23,6 +23,7 @@ from ..methods import get_method
 from ..ops import ReLUConvBN, build_op, check_primitives
 from ..options import option
 from ..run.checkpoint import atomic_write_text
+from ..strategies.base import CellEncoding
 from ..supernet import SupernetBase
 from .base import SearchSpace, register_space
 from .nb201_bench import NB201_DATASETS, NB201Table, metric_key, open_benchmark
@@ -212,6 +213,22 @@ def load_nb201_genotype(path: str) -> NB201Genotype:
         return NB201Genotype.from_dict(d)
     except GenotypeError as e:
         raise GenotypeError(f"{path}: {e}") from None
+
+
+def nb201_cell_of(primitives: Sequence[str]):
+    """``x -> NB201Genotype``: the cell whose edge ``e`` (α row order) takes op ``primitives[x[e]]``."""
+    primitives = tuple(primitives)
+
+    def decode(x) -> NB201Genotype:
+        if len(x) != len(NB201_EDGES):
+            raise GenotypeError(f"an NB201 cell has {len(NB201_EDGES)} edges, got {len(x)} choices")
+        nodes, e = [], 0
+        for i in range(1, NB201_NODES):
+            nodes.append(tuple((primitives[x[e + j]], j) for j in range(i)))
+            e += i
+        return NB201Genotype(tuple(nodes), primitives)
+
+    return decode
 
 
 def derive_nb201(weights: torch.Tensor, primitives: Sequence[str], max_skip: int | None = None) -> NB201Genotype:
@@ -504,6 +521,32 @@ class NB201Space(SearchSpace):
             if acc is not None:
                 out["nb201_test_acc"] = acc
         return out
+
+    def encoding(self, primitives):
+        """One position per edge (α row order), valued by the index of its op in ``primitives``; the positions are
+        grouped by the node the edge ends in (1: one edge, 2: two, 3: three)."""
+        primitives = self.check_primitives(primitives)
+
+        def encode(g):
+            return [primitives.index(op) for op, _ in g.edges]
+
+        groups, e = [], 0
+        for i in range(1, NB201_NODES):
+            groups.append(list(range(e, e + i)))
+            e += i
+        return CellEncoding([len(primitives)] * len(NB201_EDGES), nb201_cell_of(primitives), encode,
+                            f"{len(NB201_EDGES)} edges x {len(primitives)} ops", groups)
+
+    def table_score(self, genotype):
+        """The cell's ``--nb201-dataset`` validation accuracy (%) in ``--nb201-table``."""
+        table = self.lookup_table()
+        if table is None:
+            raise ConfigError("--evaluator table reads the benchmark's accuracies: give --nb201-table FILE (a CSV of "
+                              "the layout the README describes)")
+        return None if genotype is None else table.accuracy(genotype, self.options.dataset, "val")
+
+    def table_description(self):
+        return f"{self.options.dataset} validation accuracy in {self.options.table}"
 
     def genotype_from_dict(self, d):
         return NB201Genotype.from_dict(d)

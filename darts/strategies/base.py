@@ -23,12 +23,17 @@ class CellEncoding:
     """A space's cells as vectors of choices: position ``i`` takes one of ``sizes[i]`` values.
 
     Spaces build one (:meth:`darts.spaces.SearchSpace.encoding`) with their ``decode`` (vector -> genotype) and
-    ``encode`` (genotype -> vector)."""
+    ``encode`` (genotype -> vector). ``groups`` partitions the positions (NAS-Bench-201: by the node an edge ends
+    in), for mutations that first pick a group, as the authors' regularised evolution picks a node, then an edge.
+    """
 
-    def __init__(self, sizes: Sequence[int], decode, encode, describe: str = ""):
+    def __init__(self, sizes: Sequence[int], decode, encode, describe: str = "", groups=None):
         if not sizes or any(int(s) < 1 for s in sizes):
             raise ConfigError(f"a cell encoding needs at least one position with a choice, got {list(sizes)}")
         self.sizes = tuple(int(s) for s in sizes)
+        self.groups = tuple(tuple(g) for g in groups) if groups else tuple((i,) for i in range(len(self.sizes)))
+        if sorted(i for g in self.groups for i in g) != list(range(len(self.sizes))):
+            raise ConfigError(f"encoding groups {self.groups} do not partition positions 0..{len(self.sizes) - 1}")
         self._decode, self._encode, self.describe = decode, encode, describe
 
     def decode(self, x: Sequence[int]):
@@ -42,12 +47,15 @@ class CellEncoding:
         return [rng.randrange(s) for s in self.sizes]
 
     def mutate(self, x: Sequence[int], rng: random.Random) -> list[int]:
-        """``x`` with one random position changed to a different value (positions with one value stay)."""
-        free = [i for i, s in enumerate(self.sizes) if s > 1]
+        """``x`` with one position changed to another value: a random group, a random position in it, a random
+        other value (AutoDL-Projects' ``mutate_arch_func``: node, then edge, then an op unlike the current one).
+        Positions with a single value never change."""
+        groups = [[i for i in g if self.sizes[i] > 1] for g in self.groups]
+        groups = [g for g in groups if g]
         y = list(x)
-        if not free:
+        if not groups:
             return y
-        i = rng.choice(free)
+        i = rng.choice(rng.choice(groups))
         y[i] = rng.choice([v for v in range(self.sizes[i]) if v != x[i]])
         return y
 
