@@ -13,7 +13,9 @@ import torch
 
 from .config import (network_settings, resolve_genotype, resolve_retrain, resolve_saved_retrain,
                      resolve_saved_search, resolve_search)
-from .data import load_data, user_data
+from .costs import CostTable, profile_latency
+from .data import DATA_SHAPES, load_data, user_data
+from .engine import resolve_device
 from .errors import ConfigError
 from .retrain import RetrainResult, run_retrain
 from .proxies import PROXIES, score as proxy_score
@@ -136,6 +138,33 @@ def score_cells(cells, proxies=("synflow", "params", "flops"), *, dataset: str =
             row[p] = proxy_score(net, p, batch, copy=False)
         rows.append(row)
     return rows
+
+
+def profile(space: str = "darts", *, dataset: str = "digits", batch_size: int = 1, device: str = "cpu",
+            primitives=None, init_channels: int | None = None, layers: int | None = None, warmup: int = 5,
+            repeats: int = 20, out: str | None = None, progress=None) -> CostTable:
+    """Measure the latency of every op of ``space`` at every position of its retraining network for ``dataset``
+    (the space's protocol; ``init_channels`` / ``layers`` override it) on ``device`` at ``batch_size``: the table
+    ``--cost latency --cost-table FILE`` reads. Written to ``out`` (JSON) if given.
+
+    Example: ``darts.profile("darts", dataset="cifar10", batch_size=32, out="lat.json")``.
+    """
+    sp = SPACES.get(space)()
+    ncfg = network_settings(sp, dataset)
+    if init_channels is not None:
+        ncfg.init_channels = init_channels
+    if layers is not None:
+        ncfg.layers = layers
+    classes, channels, size = DATA_SHAPES.get(dataset, DATA_SHAPES["cifar10"])
+    prims = sp.check_primitives(primitives if primitives is not None else sp.primitives)
+    for name, value in (("batch_size", batch_size), ("warmup", warmup), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    table = profile_latency(sp, ncfg, prims, classes, channels, size, batch_size=batch_size,
+                            device=resolve_device(device), warmup=warmup, repeats=repeats, progress=progress)
+    if out:
+        table.save(out)
+    return table
 
 
 def _any_cell(cell, space_name):

@@ -66,6 +66,8 @@ class BilevelOptimizer:
         train_module: what the weight step calls, e.g. the DDP wrapper of ``model`` (default ``model``).
         amp_dtype: run the weight step's forward under ``torch.autocast`` in this dtype (bfloat16 for
             ``--amp``); the α step always runs in full precision, since α's gradients are small differences.
+        arch_penalty: ``model -> scalar`` depending on α only, added to the α step's loss (``--cost-target``'s
+            expected-cost penalty); None for none.
 
     The model's search method (``model.method``, a :class:`darts.methods.SearchMethod`) enters here in three
     places: it draws its noise before each step (``resample``), adds its regulariser of α to the α step
@@ -76,7 +78,7 @@ class BilevelOptimizer:
     def __init__(self, model: nn.Module, criterion, w_optimizer: torch.optim.SGD, a_optimizer: torch.optim.Optimizer,
                  order: str = "first", hvp: str = "finite-difference", grad_clip: float = 5.0,
                  fd_radius: float = 0.01, reduce=None, train_module: nn.Module | None = None,
-                 amp_dtype: torch.dtype | None = None):
+                 amp_dtype: torch.dtype | None = None, arch_penalty=None):
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         if hvp not in HVPS:
@@ -88,6 +90,7 @@ class BilevelOptimizer:
         self.train_module = train_module if train_module is not None else model
         self.amp_dtype = amp_dtype
         self.method = getattr(model, "method", None)
+        self.arch_penalty = arch_penalty
 
     # -- helpers --------------------------------------------------------------------------------------
     def _loss_at(self, weights: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x, y):
@@ -106,10 +109,11 @@ class BilevelOptimizer:
         if self.method is not None:
             self.method.resample(self.model)
         grads, loss = self._data_arch_gradient(train_batch, val_batch, xi)
-        reg = self.method.arch_loss(self.model) if self.method is not None else None
-        if reg is not None:
-            extra = torch.autograd.grad(reg, alphas, allow_unused=True)
-            grads = [g if e is None else g + e for g, e in zip(grads, extra)]
+        for reg in (self.method.arch_loss(self.model) if self.method is not None else None,
+                    self.arch_penalty(self.model) if self.arch_penalty is not None else None):
+            if reg is not None:
+                extra = torch.autograd.grad(reg, alphas, allow_unused=True)
+                grads = [g if e is None else g + e for g, e in zip(grads, extra)]
         return grads, loss
 
     def _data_arch_gradient(self, train_batch, val_batch, xi: float):

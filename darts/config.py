@@ -69,9 +69,9 @@ class SearchConfig:
     space: str = option("darts", "search space: darts (the DARTS CNN cell) or nb201 (NAS-Bench-201), or one a "
                         "--plugin registers", metavar="NAME")
     strategy: str | None = option(None, "a multi-trial strategy instead of the one-shot --method: random, rea "
-                                  "(regularised evolution), reinforce, ls (local search), bo (Optuna TPE), or one a "
-                                  "--plugin registers; it samples discrete cells and asks --evaluator to score them",
-                                  metavar="NAME")
+                                  "(regularised evolution), reinforce, ls (local search), bo (Optuna TPE), grid "
+                                  "(every cell), or one a --plugin registers; it samples discrete cells and asks "
+                                  "--evaluator to score them", metavar="NAME")
     evaluator: str = option("table", "--strategy: how a cell is scored: table (the benchmark's accuracy, e.g. "
                             "--nb201-table), proxy (a zero-cost --proxy at initialisation) or train (--eval-epochs "
                             "of training)", metavar="NAME")
@@ -108,6 +108,16 @@ class SearchConfig:
     hessian_start: int = option(11, "--early-stop hessian: ignore comparisons with epochs before this one "
                                 "(RobustDARTS: epoch 10 counted from 0; λ rises steeply right after initialisation)",
                                 nonneg=True, max=100_000)
+    cost: str | None = option(None, "log the derived cell's cost each epoch (its retraining network's parameters, "
+                              "multiply-adds, or latency from --cost-table); with --cost-target, search under it",
+                              choices=("params", "flops", "latency"))
+    cost_target: float | None = option(None, "--cost: penalise the supernet's expected cost above this (in the "
+                                       "table's unit: parameters, multiply-adds, ms) and derive a cell under it",
+                                       positive=True, metavar="X")
+    cost_weight: float = option(1.0, "--cost-target: the penalty's weight λ", nonneg=True)
+    cost_form: str = option("hinge", "--cost-target: hinge = λ·max(0, E[cost]/target − 1) (ProxylessNAS, TAS), "
+                            "log = λ·log(E[cost]/target) (FBNet)", choices=("hinge", "log"))
+    cost_table: str | None = option(None, "--cost latency: the table darts-forge profile wrote", metavar="FILE")
     seed: int = option(2, "random seed", min=0, max=2**63 - 1)
     out: str | None = option(None, "run directory (default runs/search-DATASET-TIMESTAMP)", metavar="RUN_DIR")
     resume: str | None = option(None, "continue the run in RUN_DIR from its last completed epoch", metavar="RUN_DIR")
@@ -134,6 +144,8 @@ class SearchConfig:
             raise ConfigError("--early-stop skip counts skip_connect, which is not in --primitives")
         if self.max_skip is not None and self.primitives is not None and "skip_connect" not in self.primitives:
             raise ConfigError("--max-skip limits skip_connect, which is not in --primitives")
+        if self.cost_target is not None and self.cost is None:
+            raise ConfigError("--cost-target needs --cost params, flops or latency (what the target is of)")
         return self
 
 
@@ -415,6 +427,11 @@ def ineffective_search_options(setup: SearchSetup) -> list[str]:
     for k in ("evaluator", "budget_evals", "proxy", "eval_epochs"):
         if k in given:
             out.append(f"--{k.replace('_', '-')} has no effect without --strategy")
+    for k in ("cost_weight", "cost_form"):
+        if k in given and cfg.cost_target is None:
+            out.append(f"--{k.replace('_', '-')} has no effect without --cost-target")
+    if "cost_table" in given and cfg.cost != "latency":
+        out.append("--cost-table has no effect without --cost latency")
     if "hvp" in given and cfg.order == "first":
         out.append("--hvp has no effect with --order first: it chooses the second-order Hessian-vector product")
     if not any(method.updates_arch(e, cfg.epochs, cfg.arch_warmup) for e in range(cfg.epochs)):

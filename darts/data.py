@@ -19,6 +19,8 @@ CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ``(classes, channels, image size)`` of the data sets with a fixed shape
+DATA_SHAPES = {"digits": (10, 1, 8), "cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "synthetic": (10, 3, 32)}
 
 
 @dataclass

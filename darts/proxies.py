@@ -162,7 +162,12 @@ def fisher(net, x, y, loss) -> float:
     ``a``, times the layer's fan-in (``C_in·kh·kw``), summed: NASLib's ``compute_fisher_per_weight`` broadcasts each
     channel's value over that channel's weights."""
     acts = []
-    hooks = [m.register_forward_hook(lambda m, i, o: (o.retain_grad(), acts.append((m, o)))) for m in _layers(net)]
+
+    def keep(m, inputs, output):  # returns None: a forward hook's return value would replace the output
+        output.retain_grad()
+        acts.append((m, output))
+
+    hooks = [m.register_forward_hook(keep) for m in _layers(net)]
     try:
         net.zero_grad()
         loss(_logits(net(x)), y).backward()

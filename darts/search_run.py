@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from .bilevel import BilevelOptimizer
 from .collapse import EARLY_STOPS, count_skips, largest_hessian_eigenvalue
-from .config import SearchSetup
+from .config import SearchSetup, network_settings
+from .costs import SearchCost
 from .data import BatchStream, DataBundle, load_data, make_loader, search_split
 from .engine import evaluate, resolve_device, to_device
 from .errors import NonFiniteLossError
@@ -60,11 +61,14 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
             model = model.to(memory_format=torch.channels_last)
         impl = model.set_kernels(cfg.kernels, run.device)
         w_opt, a_opt, scheduler = optimizers(model, cfg)
+        cost = SearchCost.create(space, cfg, network_settings(space, cfg.dataset), data.num_classes, data.in_channels,
+                                 data.image_size, run.device)  # None without --cost
         reduce = lambda tensors: all_reduce_mean(tensors, run.env)  # noqa: E731  (identity for one process)
         bilevel = BilevelOptimizer(model, nn.CrossEntropyLoss(), w_opt, a_opt, cfg.order, cfg.hvp, cfg.grad_clip,
                                    reduce=reduce, train_module=wrap_ddp(model, run.env, ignore=alpha_names(model),
                                                                         find_unused=not method.uses_all_weights),
-                                   amp_dtype=torch.bfloat16 if cfg.amp else None)
+                                   amp_dtype=torch.bfloat16 if cfg.amp else None,
+                                   arch_penalty=cost.penalty if cost else None)
         stopper = EARLY_STOPS.create(cfg.early_stop, cfg) if cfg.early_stop != "off" else None
         start, state = run.restore(cfg.epochs, expect=checkpoint_identity(setup), model=model, w_opt=w_opt,
                                    a_opt=a_opt, scheduler=scheduler, val_stream=val_stream)
@@ -72,7 +76,7 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
         run.commit()
         log_start(run, setup, data, model, impl, start)
 
-        genotype, records = model.genotype(cfg.max_skip), []
+        genotype, records = derive(model, cfg, cost), []
         if stopped:  # resuming a run that had stopped early: it ends at once, with the cell it had chosen
             genotype = rolled_back(stopper, cells, genotype, start - 1, cfg.epochs)
         for epoch in range(start, start if stopped else cfg.epochs):
@@ -93,8 +97,10 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
                         meter.add_train(*bilevel.weight_step(train_batch), len(train_batch[1]))  # the weight step
                     bar.update(loss=meter.train_loss, acc=meter.train_acc)
             scheduler.step()
-            genotype = model.genotype(cfg.max_skip)  # α are identical on every rank, so is the genotype
+            genotype = derive(model, cfg, cost)  # α are identical on every rank, so is the genotype
             extra.update(method.epoch_metrics(model))
+            if cost is not None:
+                extra.update(cost.metrics(model, genotype))
             if wants_hessian(cfg, stopper, epoch):
                 # + the α weight decay: RobustDARTS differentiates the gradient with it added (H + λI)
                 extra["hessian_eigenvalue"] = hessian_eigenvalue(model, val_loader, run.device, reduce) \
@@ -123,6 +129,13 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
 
 # ---------------------------------------------------------------------------------------------------------
 # the parts
+
+
+def derive(model, cfg, cost):
+    """The cell α encodes now: the space's and method's rule, with ``--max-skip``; under ``--cost-target``, made to
+    fit it (:meth:`darts.costs.SearchCost.derive`)."""
+    genotype = model.genotype(cfg.max_skip)
+    return cost.derive(model, genotype) if cost is not None else genotype
 
 
 def search_loaders(data: DataBundle, cfg, env):

@@ -52,17 +52,17 @@ def run_strategy(setup: SearchSetup, data: DataBundle | None = None) -> Strategy
         strategy.begin(encoding, cfg.seed)
         evaluator = EVALUATORS.get(cfg.evaluator)(EvalContext(space, cfg, network_settings(space, cfg.dataset),
                                                               get_data, run.device))
-        best = Best()
-        start, _ = run.restore(cfg.budget_evals, expect={"strategy_name": cfg.strategy, "space": cfg.space},
+        best, budget = Best(), strategy.budget(cfg.budget_evals)
+        start, _ = run.restore(budget, expect={"strategy_name": cfg.strategy, "space": cfg.space},
                                belongs="it belongs to another strategy or space", strategy=strategy, best=best)
         run.commit()
         log.info("multi-trial search: strategy %s (%s), evaluator %s, %d evaluations; space %s (%s cells: %s); "
-                 "run dir %s", strategy.describe(), strategy.paper, evaluator.describe(), cfg.budget_evals,
+                 "run dir %s", strategy.describe(), strategy.paper, evaluator.describe(), budget,
                  space.name, f"{encoding.size():,}", encoding.describe, run.dir.path)
         if start:
             log.info("resumed after evaluation %d", start)
 
-        for n in range(start, cfg.budget_evals):
+        for n in range(start, budget):
             t0 = time.time()
             with run.epoch(n):
                 x = strategy.ask()
@@ -73,8 +73,8 @@ def run_strategy(setup: SearchSetup, data: DataBundle | None = None) -> Strategy
             record = {"epoch": n + 1, "evaluation": n + 1, "arch": str(genotype), "score": _finite(score),
                       "best_score": _finite(best.score), "best_arch": best.arch, **extra,
                       **space.epoch_metrics(genotype, cfg.dataset), "eval_time_s": round(time.time() - t0, 4)}
-            if (n + 1) % max(1, cfg.budget_evals // 20) == 0 or n + 1 == cfg.budget_evals:
-                log.info("evaluation %d/%d  score %.4g  best %.4g  %s", n + 1, cfg.budget_evals, score, best.score,
+            if (n + 1) % max(1, budget // 20) == 0 or n + 1 == budget:
+                log.info("evaluation %d/%d  score %.4g  best %.4g  %s", n + 1, budget, score, best.score,
                          best.arch)
             run.end_epoch(record, {"strategy_name": cfg.strategy, "space": cfg.space,
                                    "strategy": strategy.state_dict(), "best": best.state_dict()})

@@ -90,6 +90,14 @@ def test_encoding_rejects_groups_that_do_not_partition():
 
 # -- the strategies ----------------------------------------------------------------------------------------------
 
+def test_grid_enumerates_every_cell_once_and_stops_at_the_space():
+    enc = CellEncoding([2, 3, 2], lambda x: x, lambda g: g)
+    s = STRATEGIES.get("grid")()
+    s.begin(enc, 0)
+    cells = [tuple(s.ask()) for _ in range(s.budget(100))]
+    assert s.budget(100) == 12 and len(set(cells)) == 12 and cells[0] == (0, 0, 0) and cells[1] == (0, 0, 1)
+
+
 def test_random_search_is_uniform_per_edge():
     s = strategy("random")
     counts = Counter(tuple(s.ask()) for _ in range(5000))
@@ -131,7 +139,7 @@ def test_reinforce_log_probability_is_the_sum_of_its_choices():
             l.copy_(torch.randn(5))
     x = [4, 0, 3, 1, 2, 2]
     hand = sum(float(l[v].detach()) - math.log(sum(math.exp(float(t)) for t in l.detach())) for l, v in zip(s.policy.logits, x))
-    assert float(s.policy.log_prob(x)) == pytest.approx(hand, abs=1e-5)
+    assert float(s.policy.log_prob(x).detach()) == pytest.approx(hand, abs=1e-5)
 
 
 def test_reinforce_gradient_is_the_advantage_times_the_score_function(monkeypatch):
@@ -175,7 +183,7 @@ def test_local_search_climbs_to_the_optimum_and_restarts_at_a_local_one():
     assert s.chosen[0] == x and len(s.queue) == 24
 
 
-@pytest.mark.parametrize("name", ["random", "rea", "reinforce", "ls", "bo"])
+@pytest.mark.parametrize("name", ["random", "rea", "reinforce", "ls", "bo", "grid"])
 def test_a_restored_strategy_proposes_what_the_original_would(name):
     if name == "bo":
         pytest.importorskip("optuna", reason="--strategy bo needs the optional Optuna extra")
@@ -298,3 +306,34 @@ def test_evolution_beats_random_search_on_the_real_table(tmp_path):
                              seed=seed, progress=False, out=str(tmp_path / f"{name}{seed}"))
             found[name].append(r.score)
     assert sum(found["rea"]) >= sum(found["random"])
+
+
+@pytest.mark.slow
+def test_the_command_line_runs_a_strategy_and_scores_cells(tmp_path, toy_table):  # noqa: F811
+    from tests.test_cli import run
+
+    out = str(tmp_path / "cli")
+    p = run("train_search.py", "--space", "nb201", "--strategy", "ls", "--ls-init", "5", "--evaluator", "table",
+            "--nb201-table", toy_table, "--nb201-dataset", "cifar100", "--budget-evals", "12", "--out", out)
+    assert "strategy ls" in p.stdout
+    lines = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
+    assert len(lines) == 12 and all(x["score"] == toy_accuracy(x["arch"]) / 2 for x in lines)  # CIFAR-100's
+    p = run("train_search.py", "--resume", out, check=False)
+    assert p.returncode == 0  # a finished run resumes to its end at once
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    from darts.cli import main
+
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["proxies", arch, "--proxy", "params,flops", "--json"]) == 0
+    row = json.loads(buf.getvalue())
+    from darts.final import count_parameters
+    from darts.spaces.nb201 import NB201Genotype, NB201Network
+
+    net = NB201Network(NB201Genotype.from_string(arch), 16, 5, 10)  # CIFAR-shaped by default: the benchmark's
+    assert row["cell"] == arch and row["params"] == count_parameters(net) / 1e6 and row["flops"] > row["params"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["proxies", "not-a-cell"]) == 2

@@ -121,6 +121,32 @@ class SearchSpace:
     def table_description(self) -> str:
         return ""
 
+    # -- costs (darts.costs) ----------------------------------------------------------------------------
+    def cost_positions(self, ncfg, image_size: int) -> dict:
+        """``{cell type: [[(C, stride, H) of every cell where this α row's edge runs] for every α row]}`` in the
+        retraining network of settings ``ncfg`` at ``image_size``: where each op of a cell would run."""
+        raise ConfigError(f"--space {self.name} declares no cost positions, which --cost needs")
+
+    def genotype_edges(self, genotype) -> list[tuple[str, int, str]]:
+        """``(cell type, α row, op)`` of every edge of ``genotype``."""
+        raise ConfigError(f"--space {self.name} does not list a genotype's edges, which --cost needs")
+
+    def empty_genotype(self, primitives):
+        """A genotype whose every op is ``none`` (its network is the fixed part of every cell's cost)."""
+        raise ConfigError(f"--space {self.name} has no empty genotype, which --cost needs")
+
+    def with_ops(self, genotype, ops):
+        """``genotype`` with the ops of its edges (in :meth:`genotype_edges` order) replaced by ``ops``."""
+        raise NotImplementedError
+
+    def may_take(self, group: str, row: int, op: str) -> bool:
+        """Whether the space's rule lets a derived edge take ``op`` (DARTS: anything but ``none``)."""
+        return True
+
+    def cheapest_topology(self, genotype, table):
+        """The cheapest cell the space's rule can derive at all (other edges), or None if ops alone decide it."""
+        return None
+
     # -- retraining -------------------------------------------------------------------------------------
     def retrain_presets(self, dataset: str, imagenet_layout: bool = False) -> dict:
         """The retraining protocol of the space's cells on ``dataset``: defaults of :class:`RetrainConfig` fields

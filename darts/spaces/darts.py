@@ -8,6 +8,7 @@ pooling and a linear classifier. Normal cells share one α, reduction cells anot
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -239,6 +240,64 @@ class DartsSpace(SearchSpace):
 
         return CellEncoding(sizes, decode, encode, f"2 cells x {steps} nodes x (input pair, 2 ops of {len(ops)})",
                             groups)
+
+    # -- costs: where each edge's op runs in NetworkCIFAR ---------------------------------------------------
+    def _row(self, node: int, j: int) -> int:
+        i = node - 2
+        return i * (i + 3) // 2 + j  # α rows: node i has i + 2 incoming edges, in input order
+
+    def cost_positions(self, ncfg, image_size):
+        """Per cell type and α row, ``(C, stride, H)`` in every cell of that type: reduction cells at ``layers//3``
+        and ``2*layers//3`` double C, their edges from the cell inputs run at stride 2."""
+        steps = self.options.nodes
+        rows = {g: [[] for _ in range(num_edges(steps))] for g in CELLS}
+        C, H, L = ncfg.init_channels, image_size, ncfg.layers
+        for i in range(L):
+            reduction = i in (L // 3, 2 * L // 3)
+            if reduction:
+                C *= 2
+            g = "reduce" if reduction else "normal"
+            for node in range(2, 2 + steps):
+                for j in range(node):
+                    stride = 2 if reduction and j < 2 else 1
+                    rows[g][self._row(node, j)].append((C, stride, H if j < 2 or not reduction else (H + 1) // 2))
+            if reduction:
+                H = (H + 1) // 2
+        return rows
+
+    def genotype_edges(self, genotype):
+        return [(g, self._row(node, j), op) for g in CELLS for op, j, node in genotype.edges(g)]
+
+    def empty_genotype(self, primitives):
+        edges = tuple(("none", j) for _ in range(self.options.nodes) for j in (0, 1))
+        concat = tuple(range(2, 2 + self.options.nodes))
+        return Genotype(edges, concat, edges, concat)
+
+    def with_ops(self, genotype, ops):
+        n = len(genotype.normal)
+        return dataclasses.replace(genotype, normal=tuple((op, j) for op, (_, j) in zip(ops[:n], genotype.normal)),
+                                   reduce=tuple((op, j) for op, (_, j) in zip(ops[n:], genotype.reduce)))
+
+    def may_take(self, group, row, op):
+        return op != "none"  # the DARTS rule never derives a zero edge
+
+    def cheapest_topology(self, genotype, table):
+        """Per node, the two inputs whose cheapest ops (``none`` excluded) cost least, with those ops."""
+        cells = []
+        for g in CELLS:
+            edges = []
+            for node in range(2, 2 + self.options.nodes):
+                def cheapest(j):
+                    r = table.edges[g][self._row(node, j)]
+                    op = min((o for o in r if o != "none"), key=lambda o: r[o])
+                    return r[op], op
+
+                a, b = sorted(itertools.combinations(range(node), 2),
+                              key=lambda p: cheapest(p[0])[0] + cheapest(p[1])[0])[0]
+                edges += [(cheapest(a)[1], a), (cheapest(b)[1], b)]
+            cells.append(tuple(edges))
+        concat = tuple(range(2, 2 + self.options.nodes))
+        return Genotype(cells[0], concat, cells[1], concat, genotype.primitives)
 
     def genotype_from_dict(self, d):
         return Genotype.from_dict(d)

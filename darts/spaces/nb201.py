@@ -545,6 +545,26 @@ class NB201Space(SearchSpace):
                               "the layout the README describes)")
         return None if genotype is None else table.accuracy(genotype, self.options.dataset, "val")
 
+    def cost_positions(self, ncfg, image_size):
+        """Every edge at C, 2C, 4C channels and H, H/2, H/4, once per cell of each of the three stages."""
+        rows, H = [[] for _ in NB201_EDGES], image_size
+        for stage in range(3):
+            C = ncfg.init_channels * 2 ** stage
+            for _ in range(ncfg.layers):
+                for where in rows:
+                    where.append((C, 1, H))
+            H = (H + 1) // 2
+        return {"cell": rows}
+
+    def genotype_edges(self, genotype):
+        return [("cell", e, op) for e, (op, _) in enumerate(genotype.edges)]
+
+    def empty_genotype(self, primitives):
+        return nb201_cell_of(NB201_PRIMITIVES)([0] * len(NB201_EDGES))
+
+    def with_ops(self, genotype, ops):
+        return nb201_cell_of(NB201_PRIMITIVES)([NB201_PRIMITIVES.index(op) for op in ops])
+
     def table_description(self):
         return f"{self.options.dataset} validation accuracy in {self.options.table}"
 

@@ -104,6 +104,11 @@ class Strategy:
         self.encoding = encoding
         self.rng = random.Random(seed)
 
+    def budget(self, evals: int) -> int:
+        """The number of evaluations to run when ``--budget-evals`` is ``evals`` (an exhaustive strategy stops at
+        the size of the space)."""
+        return evals
+
     def ask(self) -> list[int]:
         """The next cell to evaluate (an encoding vector)."""
         raise NotImplementedError
