@@ -142,9 +142,10 @@ def score_cells(cells, proxies=("synflow", "params", "flops"), *, dataset: str =
 
 def profile(space: str = "darts", *, dataset: str = "digits", batch_size: int = 1, device: str = "cpu",
             primitives=None, init_channels: int | None = None, layers: int | None = None, warmup: int = 5,
-            repeats: int = 20, out: str | None = None, progress=None) -> CostTable:
+            repeats: int = 20, calibrate: int = 4, out: str | None = None, progress=None) -> CostTable:
     """Measure the latency of every op of ``space`` at every position of its retraining network for ``dataset``
-    (the space's protocol; ``init_channels`` / ``layers`` override it) on ``device`` at ``batch_size``: the table
+    (the space's protocol; ``init_channels`` / ``layers`` override it) on ``device`` at ``batch_size``, the ops'
+    times scaled by one factor fitted on ``calibrate`` whole networks of random cells (0: unscaled): the table
     ``--cost latency --cost-table FILE`` reads. Written to ``out`` (JSON) if given.
 
     Example: ``darts.profile("darts", dataset="cifar10", batch_size=32, out="lat.json")``.
@@ -157,11 +158,14 @@ def profile(space: str = "darts", *, dataset: str = "digits", batch_size: int = 
         ncfg.layers = layers
     classes, channels, size = DATA_SHAPES.get(dataset, DATA_SHAPES["cifar10"])
     prims = sp.check_primitives(primitives if primitives is not None else sp.primitives)
-    for name, value in (("batch_size", batch_size), ("warmup", warmup), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1):
+    for name, value in (("batch_size", batch_size), ("warmup", warmup), ("repeats", repeats),
+                        ("calibrate", calibrate)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("warmup", "calibrate")
+                                                                               else 1):
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     table = profile_latency(sp, ncfg, prims, classes, channels, size, batch_size=batch_size,
-                            device=resolve_device(device), warmup=warmup, repeats=repeats, progress=progress)
+                            device=resolve_device(device), warmup=warmup, repeats=repeats, calibrate=calibrate,
+                            progress=progress)
     if out:
         table.save(out)
     return table

@@ -14,7 +14,8 @@ import sys
 import traceback
 
 from . import __version__
-from .api import retrain, score_cells, search
+from .api import profile, retrain, score_cells, search
+from .export import FORMATS, export_run
 from .config import RetrainConfig, SearchConfig, general_specs, method_specs, space_specs, strategy_specs
 from .errors import DartsError
 from .methods import METHODS
@@ -206,12 +207,74 @@ def proxies_main(argv=None) -> int:
     return run_main(go)
 
 
+def profile_main(argv=None) -> int:
+    """``darts-forge profile``: the latency table of a space's ops on this device."""
+    parser = _Parser(prog="darts-forge profile", description="Measure the latency of every candidate op of --space "
+                     "at every position of its retraining network for --dataset (the space's protocol: channels, "
+                     "cells, image size), on --device at --batch-size: warm-up, then the median of --repeats timings. "
+                     "Writes the table --cost latency --cost-table FILE reads.")
+    parser.add_argument("--space", default="darts", help="search space (default: %(default)s)")
+    parser.add_argument("--dataset", default="digits", choices=("digits", "cifar10", "cifar100", "synthetic"),
+                        help="whose network size and input shape (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per timed forward (default: %(default)s)")
+    parser.add_argument("--primitives", default=None, metavar="OP,OP", help="ops to time (default: the space's)")
+    parser.add_argument("--init-channels", type=int, default=None, help="override the protocol's channels")
+    parser.add_argument("--layers", type=int, default=None, help="override the protocol's number of cells")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed passes first (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed passes; the median is kept (default: "
+                        "%(default)s)")
+    parser.add_argument("--calibrate", type=int, default=4, metavar="N", help="fit one scale of the ops' times on N "
+                        "whole networks of random cells (0: none; default: %(default)s)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="the JSON table to write")
+    parser.add_argument("--plugin", default=None, metavar="FILE", help="Python files or modules to import first")
+    args = parser.parse_args(argv)
+
+    def go():
+        load_plugins(args.plugin, None)
+        prims = tuple(p for p in args.primitives.split(",") if p) if args.primitives else None
+        table = profile(args.space, dataset=args.dataset, batch_size=args.batch_size, device=args.device,
+                        primitives=prims, init_channels=args.init_channels, layers=args.layers, warmup=args.warmup,
+                        repeats=args.repeats, calibrate=args.calibrate, out=args.out,
+                        progress=lambda i, n: log.info("position %d/%d timed", i, n))
+        n = sum(len(rows) for rows in table.edges.values())
+        log.info("latency table written to %s: %d edge positions x %d ops, fixed part %.3f ms, on %s (batch %d)",
+                 args.out, n, len(next(iter(table.edges.values()))[0]), table.fixed, table.device.get("name"),
+                 args.batch_size)
+
+    setup_logging()
+    return run_main(go)
+
+
+def export_main(argv=None) -> int:
+    """``darts-forge export RUN_DIR``: the retrained network for deployment."""
+    parser = _Parser(prog="darts-forge export", description="Write a retraining run's network (eval mode, drop path "
+                     "off, auxiliary head removed; its output is the logits) as ONNX, TorchScript or a torch.export "
+                     "program, with a sidecar JSON beside it (genotype, input shape, classes, preprocessing).")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a darts-forge retrain run directory")
+    parser.add_argument("--format", default="onnx", choices=tuple(FORMATS), help="(default: %(default)s)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="where to write (default: RUN_DIR/export)")
+    parser.add_argument("--batch-size", type=int, default=1, help="the example input's batch (ONNX: the batch "
+                        "axis stays dynamic)")
+    args = parser.parse_args(argv)
+
+    def go():
+        info = export_run(args.run_dir, args.format, args.out, args.batch_size)
+        log.info("exported %s (%s, input %s) with %s", info["path"], args.format, info["input_shape"],
+                 info["sidecar"])
+
+    setup_logging()
+    return run_main(go)
+
+
 COMMANDS = {
     "search": (search_main, "run a search (one-shot, or multi-trial with --strategy)"),
     "retrain": (retrain_main, "retrain a cell from scratch"),
     "plot": (None, "draw a genotype's cells"),
     "zoo": (zoo_main, "list the published cells"),
     "proxies": (proxies_main, "score cells with zero-cost proxies, without training"),
+    "profile": (profile_main, "measure the latency of a space's ops on this device"),
+    "export": (export_main, "export a retrained network (ONNX, TorchScript, torch.export)"),
 }
 
 
@@ -220,7 +283,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         lines = [f"  {name:8s} {help}" for name, (_, help) in COMMANDS.items()]
-        print("usage: darts-forge {search,retrain,plot,zoo,proxies} [flags]\n\n"
+        print("usage: darts-forge {search,retrain,plot,zoo,proxies,profile,export} [flags]\n\n"
               "Differentiable architecture search (DARTS and its successors) on current PyTorch.\n\n"
               "commands:\n" + "\n".join(lines) + "\n\n`darts-forge COMMAND --help` lists a command's flags.")
         return 0 if argv else 2

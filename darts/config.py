@@ -415,7 +415,8 @@ def ineffective_search_options(setup: SearchSetup) -> list[str]:
     cfg, given, method = setup.cfg, setup.given, setup.method
     out = _data_notes(cfg, given)
     if setup.strategy is not None:
-        ignored = [k for k in ("method", "epochs", "order", "hvp", "arch_lr", "lr", "early_stop", "max_skip")
+        ignored = [k for k in ("method", "epochs", "order", "hvp", "arch_lr", "lr", "early_stop", "max_skip", "cost",
+                               "cost_target")
                    if k in given]
         if ignored:
             out.append(f"{', '.join('--' + k.replace('_', '-') for k in ignored)}: no effect with --strategy, which "

@@ -12,13 +12,15 @@ Gumbel or Dirichlet samples).
   analytic, per op (:func:`op_cost`);
 * ``latency`` is measured on the user's device (:func:`profile_latency`, ``darts-forge profile``): each op at each
   position, warm-up, the median of repeated timings at a given batch size; the fixed part from the network with
-  every op ``none``, less the ``none`` ops' own time.
+  every op ``none``, less the ``none`` ops' own time; then one factor, fitted on a few whole networks of random
+  cells, scales the ops' times to what they take inside a network.
 """
 from __future__ import annotations
 
 import json
 import math
 import platform
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -205,17 +207,39 @@ def device_description(device) -> dict:
             "platform": platform.platform()}
 
 
+CALIBRATION_SEED = 20_261_202
+
+#: ops are timed as runs of this many copies, each reading the previous one's output (at stride 2: the same input),
+#: as they run in a network: a lone op's timing carries its cold start (about 20% slower on CPU in our measurements)
+CHAIN = 4
+
+
+class _Chain(nn.Module):
+    def __init__(self, ops):
+        super().__init__()
+        self.ops = nn.ModuleList(ops)
+
+    def forward(self, x):
+        y = x
+        for op in self.ops:
+            y = op(y if y.shape == x.shape else x)
+        return y
+
+
 def profile_latency(space, ncfg, primitives, num_classes: int, in_channels: int, image_size: int, *,
-                    batch_size: int = 1, device="cpu", warmup: int = 5, repeats: int = 20, progress=None) -> CostTable:
-    """Measure every op at every distinct position of ``space``'s retraining network and the fixed part."""
+                    batch_size: int = 1, device="cpu", warmup: int = 5, repeats: int = 20, calibrate: int = 4,
+                    progress=None) -> CostTable:
+    """Measure every op at every distinct position of ``space``'s retraining network and the fixed part; then, with
+    ``calibrate`` > 0, scale the ops' times by one factor fitted on that many whole networks of random cells."""
     positions = space.cost_positions(ncfg, image_size)
     distinct = sorted({p for rows in positions.values() for where in rows for p in where})
     per_op = {}
     for i, (C, s, H) in enumerate(distinct):
         for op in primitives:
             torch.manual_seed(0)
-            per_op[(op, C, s, H)] = measure_latency(build_op(op, C, s, True), (batch_size, C, H, H), device=device,
-                                                    warmup=warmup, repeats=repeats)
+            chain = _Chain([build_op(op, C, s, True) for _ in range(CHAIN)])
+            per_op[(op, C, s, H)] = measure_latency(chain, (batch_size, C, H, H), device=device, warmup=warmup,
+                                                    repeats=repeats) / CHAIN
         if progress:
             progress(i + 1, len(distinct))
     edges = {g: [{op: sum(per_op[(op, C, s, H)] for C, s, H in where) for op in primitives} for where in rows]
@@ -227,9 +251,27 @@ def profile_latency(space, ncfg, primitives, num_classes: int, in_channels: int,
                             repeats=repeats)
     none_time = sum(edges[g][row]["none"] for g, row, _ in space.genotype_edges(empty_g)) if "none" in primitives \
         else 0.0
-    return CostTable("latency", "ms", max(whole - none_time, 0.0), edges,
-                     network_description(space, ncfg, num_classes, in_channels, image_size, batch_size),
-                     device_description(device))
+    table = CostTable("latency", "ms", max(whole - none_time, 0.0), edges,
+                      network_description(space, ncfg, num_classes, in_channels, image_size, batch_size),
+                      device_description(device))
+    if calibrate:
+        # Ops timed outside a network run slower than inside one (on CPU about 15-30%, more at large batches:
+        # caches, thread wake-ups), so one factor s per table scales them: least squares of fixed + s·Σ ops against
+        # whole networks of random cells (drawn from their own seed, apart from any cell a user compares with).
+        enc, rng = space.encoding(primitives), random.Random(CALIBRATION_SEED)
+        xs, ys = [], []
+        for _ in range(calibrate):
+            g = enc.decode(enc.random(rng))
+            torch.manual_seed(0)
+            net = space.build_network(g, ncfg, num_classes, in_channels, image_size)
+            xs.append(table.cell_cost(space, g) - table.fixed)
+            ys.append(measure_latency(net, (batch_size, in_channels, image_size, image_size), device=device,
+                                      warmup=warmup, repeats=repeats) - table.fixed)
+        scale = sum(x * y for x, y in zip(xs, ys)) / max(sum(x * x for x in xs), 1e-12)
+        if scale > 0:
+            table.edges = {g: [{op: v * scale for op, v in r.items()} for r in rows] for g, rows in edges.items()}
+        table.device["calibration"] = {"scale": scale, "cells": calibrate, "seed": CALIBRATION_SEED}
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Export a retrained network for deployment: ONNX, TorchScript or a ``torch.export`` program, beside a sidecar JSON
-with its genotype, input shape, classes and preprocessing.
+(``model.onnx.json``, ...) with its genotype, input shape, classes and preprocessing.
 
 The network is the retraining run's last checkpoint, in eval mode, with drop path off and without the auxiliary
 head: its one output is the logits.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import torch
 import torch.nn as nn
@@ -78,7 +79,7 @@ def load_retrained(run_dir: str):
 
 def export_run(run_dir: str, fmt: str = "onnx", out: str | None = None, batch_size: int = 1) -> dict:
     """Write the retrained network of ``run_dir`` as ``fmt`` (``onnx``, ``torchscript`` or ``exported``) into
-    ``out`` (default ``RUN_DIR/export``) with ``model.json`` beside it; returns the sidecar's contents (with the
+    ``out`` (default ``RUN_DIR/export``) with its sidecar ``<file>.json`` beside it; returns the sidecar's contents (with the
     ``file`` written). ONNX needs the ``onnx`` and ``onnxscript`` packages (``pip install 'darts-forge[export]'``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -87,38 +88,42 @@ def export_run(run_dir: str, fmt: str = "onnx", out: str | None = None, batch_si
     out = out or os.path.join(run_dir, "export")
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, FORMATS[fmt])
-    example = torch.zeros((batch_size, *shape))
-    tmp = path + ".tmp"
+    example = torch.zeros((max(batch_size, 2), *shape))  # batch 2: a batch of 1 would be specialised as a constant
+    batch = {"x": {0: torch.export.Dim("batch", min=1, max=1 << 16)}}
+    stem, ext = os.path.splitext(path)
+    tmp = f"{stem}.tmp{ext}"  # torch.export wants its own suffix
     try:
         with torch.no_grad():
             if fmt == "onnx":
-                _onnx(module, example, tmp)
+                _onnx(module, example, batch, tmp)
             elif fmt == "torchscript":
-                torch.jit.save(torch.jit.trace(module, example), tmp)
+                with warnings.catch_warnings():  # PyTorch deprecates TorchScript; it still runs everywhere
+                    warnings.simplefilter("ignore", FutureWarning)
+                    torch.jit.save(torch.jit.trace(module, example), tmp)
             else:
-                torch.export.save(torch.export.export(module, (example,)), tmp)
+                torch.export.save(torch.export.export(module, (example,), dynamic_shapes=batch), tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     sidecar = {"format": fmt, "file": os.path.basename(path), "input_shape": [batch_size, *shape],
+               "dynamic_batch": fmt != "torchscript",
                "num_classes": classes, "output": "logits", "genotype": setup.genotype.to_dict(),
                "space": setup.space.name, "network": type(net).__name__,
                "init_channels": setup.cfg.init_channels, "layers": setup.cfg.layers,
                "preprocessing": preprocessing(setup.cfg.dataset, setup.cfg.imagenet_layout),
                "torch": torch.__version__, "checkpoint_format": CHECKPOINT_FORMAT}
-    atomic_write_text(os.path.join(out, "model.json"), json.dumps(sidecar, indent=1) + "\n")
-    return {**sidecar, "path": path}
+    atomic_write_text(path + ".json", json.dumps(sidecar, indent=1) + "\n")
+    return {**sidecar, "path": path, "sidecar": path + ".json"}
 
 
-def _onnx(module, example, path):
+def _onnx(module, example, batch, path):
     try:
         import onnx  # noqa: F401
+        import onnxscript  # noqa: F401  (the torch.export-based exporter's)
     except ImportError:
-        raise ConfigError("--format onnx needs the onnx package: pip install 'darts-forge[export]'") from None
-    try:
-        torch.onnx.export(module, (example,), path, input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-    except TypeError:  # a torch without the dynamo switch
-        torch.onnx.export(module, (example,), path, input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        raise ConfigError("--format onnx needs the onnx and onnxscript packages: pip install 'darts-forge[export]'") \
+            from None
+    program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=batch, input_names=["images"],
+                                output_names=["logits"], verbose=False)
+    program.save(path)
