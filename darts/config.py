@@ -515,7 +515,7 @@ def resolve_retrain(values: dict, genotype=None, source: str = "command line") -
         given[dest] = check_value(table[dest], value, source)
     cfg = RetrainConfig(**given)
     space, genotype, name = resolve_genotype(cfg, genotype)
-    for presets in (space.retrain_presets(cfg.dataset, cfg.imagenet_layout), RETRAIN_DEFAULTS):
+    for presets in retrain_layers(space, cfg.dataset, cfg.imagenet_layout):
         for key, value in presets.items():
             if key not in given and getattr(cfg, key) is None:
                 setattr(cfg, key, value)
@@ -530,11 +530,18 @@ def resolve_retrain(values: dict, genotype=None, source: str = "command line") -
     return RetrainSetup(cfg, space, genotype, name, frozenset(values))
 
 
+def retrain_layers(space, dataset: str, imagenet_layout: bool = False) -> list[dict]:
+    """The presets of a retraining, first to last: the space's protocol, then the DARTS paper's for what it leaves
+    out (a plug-in space may declare none), then the defaults of every retraining."""
+    return [space.retrain_presets(dataset, imagenet_layout),
+            SPACES.get("darts")().retrain_presets(dataset, imagenet_layout), RETRAIN_DEFAULTS]
+
+
 def network_settings(space, dataset: str) -> RetrainConfig:
     """The :class:`RetrainConfig` the space's protocol gives on ``dataset`` (what a multi-trial search builds and
     trains its cells' networks with)."""
     cfg = RetrainConfig(dataset=dataset)
-    for presets in (space.retrain_presets(dataset), RETRAIN_DEFAULTS):
+    for presets in retrain_layers(space, dataset):
         for key, value in presets.items():
             if getattr(cfg, key) is None:
                 setattr(cfg, key, value)

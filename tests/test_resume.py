@@ -21,13 +21,20 @@ def completed_epochs(out) -> int:
     return sum(1 for line in open(path) if line.strip()) if os.path.exists(path) else 0
 
 
+def checkpointed_epochs(out) -> int:
+    """The epoch of the run's checkpoint: what a kill may never take back (metrics.jsonl lines past it are an epoch
+    whose checkpoint had not landed yet, which the resumed run trims and recomputes)."""
+    path = os.path.join(out, "checkpoint.pt")
+    return torch.load(path, weights_only=True)["epoch"] if os.path.exists(path) else 0
+
+
 def run_with_kills(script, args, out, kills, seed, epochs):
     """Start ``script``, SIGKILL it while it runs (after a random delay once it has started an epoch), resume, and
     repeat ``kills`` times; then finish. Every kill must land in a live run with epochs still to go."""
     rng = random.Random(seed)
     cmd = [sys.executable, script, *args, "--out", out]
     for k in range(kills):
-        before = completed_epochs(out)
+        before = checkpointed_epochs(out)
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         log = os.path.join(out, "log.txt")
         size = os.path.getsize(log) if os.path.exists(log) else -1
@@ -40,7 +47,8 @@ def run_with_kills(script, args, out, kills, seed, epochs):
         p.send_signal(signal.SIGKILL)
         assert p.wait() == -signal.SIGKILL
         assert completed_epochs(out) < epochs, f"kill {k + 1} landed after the last epoch"
-        assert completed_epochs(out) >= before  # nothing recorded before the kill was lost
+        assert completed_epochs(out) >= before  # nothing checkpointed before the kill was lost
+        assert checkpointed_epochs(out) >= before
         cmd = [sys.executable, script, "--resume", out, "--no-progress"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
 

@@ -47,6 +47,10 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             holder = _read(fd)
+            deadline = time.monotonic() + 2.0
+            while not holder and time.monotonic() < deadline:  # the holder has the lock but not yet written its name
+                time.sleep(0.02)
+                holder = _read(fd)
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                 who = f"PID {holder.get('pid', '?')} on {holder.get('host', '?')}" if holder else "another process"

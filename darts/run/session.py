@@ -76,8 +76,15 @@ class Run:
         if not self.resumed and not os.path.isdir(self.dir.path):
             RunDir.create(self.dir.path)
             self._made_dir = True
-        self._lock = RunLock(self.dir.path)
-        self._lock.acquire()
+        lock = RunLock(self.dir.path)
+        try:
+            lock.acquire()
+        except BaseException:
+            # Lost to another run: its lock file and the directory are now its own, even if this process created
+            # them a moment before, so close() must take nothing away.
+            self._made_dir = False
+            raise
+        self._lock = lock
         if not self.resumed:
             RunDir.check_new(self.dir.path)  # again, under the lock: another run may have just finished here
 
