@@ -108,6 +108,9 @@ class SearchConfig:
     hessian_start: int = option(11, "--early-stop hessian: ignore comparisons with epochs before this one "
                                 "(RobustDARTS: epoch 10 counted from 0; λ rises steeply right after initialisation)",
                                 nonneg=True, max=100_000)
+    beta_decay: float = option(0.0, "the β-DARTS regulariser with any softmax method: λ·mean_edges logsumexp(α) "
+                               "added to the α loss, λ = RATE·epoch (beta-darts: 0.5, the authors'); 0: off",
+                               nonneg=True, metavar="RATE")
     cost: str | None = option(None, "log the derived cell's cost each epoch (its retraining network's parameters, "
                               "multiply-adds, or latency from --cost-table); with --cost-target, search under it",
                               choices=("params", "flops", "latency"))
@@ -391,6 +394,9 @@ def _checked(setup: SearchSetup) -> SearchSetup:
     EVALUATORS.get(cfg.evaluator)
     if setup.strategy is None:
         setup.method.check_run(cfg, setup.space)
+        if cfg.beta_decay and not setup.method.softmax_relaxation:
+            raise ConfigError(f"--beta-decay regularises the logits of a softmax relaxation; --method "
+                              f"{setup.method.name}'s op weights are not a softmax of α")
     setup.space.check_run(cfg, setup.method)
     if "resume" not in setup.given:
         for line in ineffective_search_options(setup):

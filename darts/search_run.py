@@ -16,6 +16,7 @@ from .bilevel import BilevelOptimizer
 from .collapse import EARLY_STOPS, count_skips, largest_hessian_eigenvalue
 from .config import SearchSetup, network_settings
 from .costs import SearchCost
+from .methods.beta_darts import BetaDecay
 from .data import BatchStream, DataBundle, load_data, make_loader, search_split
 from .engine import evaluate, resolve_device, to_device
 from .errors import NonFiniteLossError
@@ -63,12 +64,13 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
         w_opt, a_opt, scheduler = optimizers(model, cfg)
         cost = SearchCost.create(space, cfg, network_settings(space, cfg.dataset), data.num_classes, data.in_channels,
                                  data.image_size, run.device)  # None without --cost
+        beta = BetaDecay(cfg.beta_decay) if cfg.beta_decay else None
         reduce = lambda tensors: all_reduce_mean(tensors, run.env)  # noqa: E731  (identity for one process)
         bilevel = BilevelOptimizer(model, nn.CrossEntropyLoss(), w_opt, a_opt, cfg.order, cfg.hvp, cfg.grad_clip,
                                    reduce=reduce, train_module=wrap_ddp(model, run.env, ignore=alpha_names(model),
                                                                         find_unused=not method.uses_all_weights),
                                    amp_dtype=torch.bfloat16 if cfg.amp else None,
-                                   arch_penalty=cost.penalty if cost else None)
+                                   arch_penalty=penalties(cost, beta))
         stopper = EARLY_STOPS.create(cfg.early_stop, cfg) if cfg.early_stop != "off" else None
         start, state = run.restore(cfg.epochs, expect=checkpoint_identity(setup), model=model, w_opt=w_opt,
                                    a_opt=a_opt, scheduler=scheduler, val_stream=val_stream)
@@ -82,6 +84,9 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
         for epoch in range(start, start if stopped else cfg.epochs):
             t0, lr = time.time(), scheduler.get_last_lr()[0]
             extra = method.start_epoch(model, epoch, cfg.epochs)
+            if beta is not None:
+                beta.set_epoch(epoch)
+                extra["beta_weight"] = beta.weight()
             update_arch = method.updates_arch(epoch, cfg.epochs, cfg.arch_warmup)
             train_loader.sampler.set_pass(epoch)
             model.train()
@@ -129,6 +134,19 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
 
 # ---------------------------------------------------------------------------------------------------------
 # the parts
+
+
+def penalties(*terms):
+    """The α-only terms of the α step (``--cost-target``'s penalty, ``--beta-decay``), summed; None for none."""
+    fns = [t.penalty if hasattr(t, "penalty") else t for t in terms if t is not None]
+    if not fns:
+        return None
+
+    def total(model):
+        parts = [p for p in (f(model) for f in fns) if p is not None]
+        return sum(parts) if parts else None
+
+    return total
 
 
 def derive(model, cfg, cost):

@@ -60,6 +60,8 @@ class SearchMethod:
         uses_op_mask: True to give every α group a boolean op mask (``model.alphas.mask(group)``): masked ops get
             weight 0 and the rest of the edge's weights are renormalised, in the forward pass and the discretizer
             (DrNAS's op pruning).
+        softmax_relaxation: False for a method whose op weights are not a softmax of α (``--beta-decay``, the
+            β-DARTS regulariser of softmax logits, is refused then).
         cell_rule, cell_threshold: the discretizer's rule (see :func:`darts.genotype.derive_genotype`) and the
             threshold of the ``threshold`` rule, for the DARTS space.
     """
@@ -76,6 +78,7 @@ class SearchMethod:
     generic_cell: ClassVar[bool] = False
     uses_all_weights: ClassVar[bool] = True
     uses_op_mask: ClassVar[bool] = False
+    softmax_relaxation: ClassVar[bool] = True
     cell_rule: str = "darts"
     cell_threshold: float | None = None
 

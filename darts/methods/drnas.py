@@ -62,6 +62,7 @@ class DrNAS(SearchMethod):
     """
 
     name = "drnas"
+    softmax_relaxation = False
     paper = "Chen et al., DrNAS: Dirichlet Neural Architecture Search, ICLR 2021"
     flag_prefix = "drnas"
 

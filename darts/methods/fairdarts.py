@@ -33,6 +33,7 @@ class FairDARTS(SearchMethod):
     """
 
     name = "fairdarts"
+    softmax_relaxation = False
     paper = "Chu et al., Fair DARTS: Eliminating Unfair Advantages in Differentiable Architecture Search, ECCV 2020"
     flag_prefix = "fair"
 
