@@ -12,6 +12,7 @@ Plug in an op, a search method, a search space or a kernel from a file of your o
 __version__ = "0.2.0"
 
 from .api import profile, retrain, score_cells, search  # noqa: E402
+from .export import export_run  # noqa: E402
 from . import benchmarks, proxies, strategies  # noqa: E402,F401  (darts.benchmarks.NB201Table, darts.proxies.score)
 from .bilevel import BilevelOptimizer
 from .collapse import EARLY_STOPS
@@ -31,7 +32,7 @@ from .spaces import SPACES, SearchSpace, Supernet, get_space, list_spaces, load_
 from .zoo import ZOO, get_genotype
 
 __all__ = [
-    "search", "retrain", "score_cells", "profile", "SearchResult", "RetrainResult", "benchmarks", "proxies", "strategies",
+    "search", "retrain", "score_cells", "profile", "export_run", "SearchResult", "RetrainResult", "benchmarks", "proxies", "strategies",
     "register_op", "register_method", "register_space", "register_kernel", "load_plugin", "option", "Registry",
     "OPS", "METHODS", "SPACES", "KERNELS", "ZOO", "EARLY_STOPS",
     "SearchMethod", "SearchSpace", "get_method", "list_methods", "get_space", "list_spaces",

@@ -210,3 +210,47 @@ def test_profile_and_export_from_the_command_line(tmp_path, retrained):
     p = subprocess.run([*cli, "export", str(tmp_path / "nothing")], cwd=ROOT, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 2 and p.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("method", ["darts", "fairdarts", "gdas", "drnas", "pcdarts"])
+def test_the_penalty_reaches_alpha_through_every_relaxation(method):
+    """Softmax, sigmoid, Gumbel and Dirichlet op weights all carry the expected cost's gradient to α; for sigmoid
+    (FairDARTS) against the hand formula λ/T · σ'(α) · c."""
+    from darts.config import resolve_search
+    from darts.costs import SearchCost
+
+    setup = resolve_search({"method": method, "init_channels": 8, "layers": 3, "cost": "flops", "cost_target": 1.0})
+    cfg = setup.cfg
+    model = setup.space.build_supernet(C=8, num_classes=10, in_channels=1, primitives=cfg.primitives,
+                                       method=setup.method)
+    model.train()
+    cost = SearchCost.create(setup.space, cfg, network_settings(setup.space, "digits"), 10, 1, 8, "cpu")
+    setup.method.resample(model)
+    penalty = cost.penalty(model)
+    grads = torch.autograd.grad(penalty, model.arch_parameters(), allow_unused=True)
+    grads = [g for g in grads if g is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    if method == "fairdarts":
+        for group, g in zip(model.alphas.groups, grads):
+            a = model.alphas.group(group).detach()
+            c = cost.table.matrix(group, cfg.primitives)
+            s = torch.sigmoid(a)
+            torch.testing.assert_close(g, s * (1 - s) * c / cfg.cost_target * cfg.cost_weight, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_profile_search_under_latency_retrain_and_export_from_python(tmp_path):
+    table = darts.profile("nb201", dataset="digits", warmup=1, repeats=3, out=str(tmp_path / "lat.json"))
+    free = darts.search(space="nb201", epochs=1, batch_size=256, progress=False, out=str(tmp_path / "s0"),
+                        cost="latency", cost_table=str(tmp_path / "lat.json"))
+    assert free.metrics[-1]["cost_predicted"] > 0 and free.metrics[-1]["cost_measured"] > 0
+    cheapest = table.fixed + sum(min(row.values()) for row in table.edges["cell"])
+    target = cheapest * (1 + 1e-9)  # only the cheapest cell fits
+    r = darts.search(space="nb201", epochs=1, batch_size=256, progress=False, out=str(tmp_path / "s"),
+                     cost="latency", cost_table=str(tmp_path / "lat.json"), cost_target=target)
+    assert r.metrics[-1]["cost_predicted"] <= target
+    f = darts.retrain(r.genotype, epochs=1, layers=1, progress=False, out=str(tmp_path / "f"))
+    from darts.export import export_run
+
+    info = export_run(f.run_dir, "exported")
+    assert os.path.exists(info["path"]) and json.load(open(info["sidecar"]))["genotype"]["arch"] == str(r.genotype)
