@@ -160,6 +160,20 @@ def check_options(obj, prefix: str = "", source: str = ""):
     return obj
 
 
+def own_options(owner, options, kwargs: dict):
+    """The checked ``Options`` of a method, space or strategy: ``options`` (an instance) or ``kwargs`` (its fields
+    by name), not both; ``owner`` gives ``Options``, ``flag_prefix`` and ``name``, and its kind names the errors."""
+    source = f"--{owner.kind} {owner.name}"
+    if options is None:
+        try:
+            options = owner.Options(**kwargs)
+        except TypeError as e:  # an unknown keyword
+            raise ConfigError(f"{source}: {e}") from None
+    elif kwargs:
+        raise ConfigError(f"{source}: give the options as keywords or as an Options object, not both")
+    return check_options(options, owner.flag_prefix, source=source)
+
+
 def build(cls, values: dict, prefix: str = "", source: str = ""):
     """An instance of the option dataclass ``cls`` from ``values`` keyed by *dest*, checked; missing keys take the
     field defaults. Unknown keys are an error."""

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..options import check_options
+from ..options import own_options
 from ..supernet import MixedOp
 
 
@@ -69,6 +69,7 @@ class SearchMethod:
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     flag_prefix: ClassVar[str] = ""
+    kind: ClassVar[str] = "method"  # in messages: --method NAME
 
     @dataclass
     class Options:
@@ -83,14 +84,7 @@ class SearchMethod:
     cell_threshold: float | None = None
 
     def __init__(self, options=None, /, **kwargs):
-        if options is None:
-            try:
-                options = self.Options(**kwargs)
-            except TypeError as e:  # an unknown keyword
-                raise ConfigError(f"--method {self.name}: {e}") from None
-        elif kwargs:
-            raise ConfigError(f"--method {self.name}: give the options as keywords or as an Options object, not both")
-        self.options = check_options(options, self.flag_prefix, source=f"--method {self.name}")
+        self.options = own_options(self, options, kwargs)
         self.setup()
 
     def setup(self) -> None:

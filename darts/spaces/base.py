@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..errors import ConfigError, GenotypeError
 from ..genotype import read_genotype_file
 from ..ops import check_primitives
-from ..options import check_options
+from ..options import own_options
 from ..registry import Registry
 
 SPACES = Registry("search space", flag="--space",
@@ -44,6 +44,7 @@ class SearchSpace:
     primitives: ClassVar[tuple[str, ...]] = ()
     genotype_format: ClassVar[str] = ""
     flag_prefix: ClassVar[str] = ""
+    kind: ClassVar[str] = "space"  # in messages: --space NAME
     presets: ClassVar[dict[str, dict]] = {}
 
     @dataclass
@@ -51,14 +52,7 @@ class SearchSpace:
         """No options."""
 
     def __init__(self, options=None, /, **kwargs):
-        if options is None:
-            try:
-                options = self.Options(**kwargs)
-            except TypeError as e:
-                raise ConfigError(f"--space {self.name}: {e}") from None
-        elif kwargs:
-            raise ConfigError(f"--space {self.name}: give the options as keywords or as an Options object, not both")
-        self.options = check_options(options, self.flag_prefix, source=f"--space {self.name}")
+        self.options = own_options(self, options, kwargs)
         self.setup()
 
     def setup(self) -> None:

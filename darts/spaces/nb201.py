@@ -297,6 +297,24 @@ class ResNetBasicBlock(nn.Module):
         return residual + self.conv_b(self.conv_a(x))
 
 
+def build_macro(net: nn.Module, C: int, N: int, in_channels: int, make_cell) -> int:
+    """The benchmark's macro skeleton on ``net``: ``stem`` (3x3 conv to C, BN), ``cells`` (three stages of N
+    ``make_cell(channels)`` at C, 2C, 4C, joined by residual reduction blocks) and ``lastact`` (BN, ReLU), built in
+    this order; returns the last stage's channels (the head's input)."""
+    net.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+    net.cells = nn.ModuleList()
+    C_prev = C
+    for stage in range(3):
+        C_curr = C * 2**stage
+        if stage:
+            net.cells.append(ResNetBasicBlock(C_prev, C_curr, 2))
+        for _ in range(N):
+            net.cells.append(make_cell(C_curr))
+        C_prev = C_curr
+    net.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
+    return C_prev
+
+
 class NB201SearchCell(nn.Module):
     """A search cell: node ``i`` = ``Σ_{j<i} c_ij · edge_ij(h_j, w_ij)``, the output is node 3.
 
@@ -359,17 +377,8 @@ class NB201Supernet(SupernetBase):
             method = get_method("darts")
         super().__init__(method, check_nb201_primitives(primitives), kernels)
         self.C, self.cells_per_stage = C, cells_per_stage
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.cells = nn.ModuleList()
-        C_prev = C
-        for stage in range(3):
-            C_curr = C * 2**stage
-            if stage:
-                self.cells.append(ResNetBasicBlock(C_prev, C_curr, 2))
-            for _ in range(cells_per_stage):
-                self.cells.append(NB201SearchCell(C_curr, self.primitives, self.method))
-            C_prev = C_curr
-        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
+        C_prev = build_macro(self, C, cells_per_stage, in_channels,
+                             lambda C_curr: NB201SearchCell(C_curr, self.primitives, self.method))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         self.alphas = self.make_alphas({"cell": len(NB201_EDGES)})
@@ -428,17 +437,7 @@ class NB201Network(nn.Module):
         super().__init__()
         self.genotype = genotype
         self.drop_path_prob = 0.0  # set by the retraining loop; the benchmark uses none
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.cells = nn.ModuleList()
-        C_prev = C
-        for stage in range(3):
-            C_curr = C * 2**stage
-            if stage:
-                self.cells.append(ResNetBasicBlock(C_prev, C_curr, 2))
-            for _ in range(N):
-                self.cells.append(NB201Cell(genotype, C_curr))
-            C_prev = C_curr
-        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
+        C_prev = build_macro(self, C, N, in_channels, lambda C_curr: NB201Cell(genotype, C_curr))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 from ..errors import ConfigError
-from ..options import check_options
+from ..options import own_options
 from ..registry import Registry
 
 STRATEGIES = Registry("search strategy", flag="--strategy",
@@ -82,18 +82,14 @@ class Strategy:
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     flag_prefix: ClassVar[str] = ""
+    kind: ClassVar[str] = "strategy"  # in messages: --strategy NAME
 
     @dataclass
     class Options:
         """No options."""
 
     def __init__(self, options=None, /, **kwargs):
-        if options is None:
-            try:
-                options = self.Options(**kwargs)
-            except TypeError as e:
-                raise ConfigError(f"--strategy {self.name}: {e}") from None
-        self.options = check_options(options, self.flag_prefix, source=f"--strategy {self.name}")
+        self.options = own_options(self, options, kwargs)
         self.setup()
 
     def setup(self) -> None:
