@@ -28,9 +28,16 @@ def checkpointed_epochs(out) -> int:
     return torch.load(path, weights_only=True)["epoch"] if os.path.exists(path) else 0
 
 
-def run_with_kills(script, args, out, kills, seed, epochs):
-    """Start ``script``, SIGKILL it while it runs (after a random delay once it has started an epoch), resume, and
-    repeat ``kills`` times; then finish. Every kill must land in a live run with epochs still to go."""
+def epoch_seconds(out) -> float:
+    """The mean epoch time of a finished run (the reference run, to time the kills by)."""
+    return sum(json.loads(x)["epoch_time_s"] for x in open(os.path.join(out, "metrics.jsonl"))) / \
+        sum(1 for _ in open(os.path.join(out, "metrics.jsonl")))
+
+
+def run_with_kills(script, args, out, kills, seed, epochs, epoch_time):
+    """Start ``script``, SIGKILL it while it runs (after a random delay once it has started training, drawn over
+    10-80% of the time its epochs left should take at ``epoch_time`` seconds each), resume, and repeat ``kills``
+    times; then finish. Every kill must land in a live run with epochs still to go."""
     rng = random.Random(seed)
     cmd = [sys.executable, script, *args, "--out", out]
     for k in range(kills):
@@ -42,7 +49,7 @@ def run_with_kills(script, args, out, kills, seed, epochs):
         while time.time() < deadline and p.poll() is None and (not os.path.exists(log) or
                                                                  os.path.getsize(log) <= size):
             time.sleep(0.05)  # until this process has set its run up and logged its start
-        time.sleep(rng.uniform(0.2, 2.0))
+        time.sleep(rng.uniform(0.1, 0.8) * (epochs - before) * epoch_time)
         assert p.poll() is None, f"kill {k + 1} came too late: the run had already ended"
         p.send_signal(signal.SIGKILL)
         assert p.wait() == -signal.SIGKILL
@@ -69,7 +76,8 @@ def assert_same_run(a, b):
 def test_search_killed_at_random_points(tmp_path):
     args = [*TINY, "--epochs", "4"]
     run("train_search.py", *args, "--out", str(tmp_path / "ref"))
-    run_with_kills("train_search.py", args, str(tmp_path / "killed"), kills=3, seed=1, epochs=4)
+    run_with_kills("train_search.py", args, str(tmp_path / "killed"), kills=3, seed=1, epochs=4,
+                   epoch_time=epoch_seconds(str(tmp_path / "ref")))
     assert_same_run(str(tmp_path / "ref"), str(tmp_path / "killed"))
     g = lambda d: json.load(open(os.path.join(d, "genotype.json")))
     assert g(tmp_path / "ref") == g(tmp_path / "killed")
@@ -81,5 +89,6 @@ def test_retraining_killed_at_random_points(tmp_path, small_cell_file):
     args = ["--genotype", str(cell), "--epochs", "6", "--init-channels", "8", "--layers", "4", "--cutout",
             "--cutout-length", "4", "--drop-path-prob", "0.3", "--no-progress"]
     run("train_final.py", *args, "--out", str(tmp_path / "ref"))
-    run_with_kills("train_final.py", args, str(tmp_path / "killed"), kills=3, seed=2, epochs=6)
+    run_with_kills("train_final.py", args, str(tmp_path / "killed"), kills=3, seed=2, epochs=6,
+                   epoch_time=epoch_seconds(str(tmp_path / "ref")))
     assert_same_run(str(tmp_path / "ref"), str(tmp_path / "killed"))
