@@ -160,6 +160,29 @@ def check_options(obj, prefix: str = "", source: str = ""):
     return obj
 
 
+class OptionsOwner:
+    """What a search method, a search space and a strategy share: a registered ``name``, its ``paper``, its own
+    ``Options`` dataclass whose flags are ``--{flag_prefix}-{field}``, and construction from an ``Options`` instance
+    or its fields as keywords (checked), then :meth:`setup`. ``kind`` (``method``, ``space``, ``strategy``) names
+    it in messages: ``--method NAME``."""
+
+    name: typing.ClassVar[str] = ""
+    paper: typing.ClassVar[str] = ""
+    flag_prefix: typing.ClassVar[str] = ""
+    kind: typing.ClassVar[str] = ""
+
+    @dataclass
+    class Options:
+        """No options."""
+
+    def __init__(self, options=None, /, **kwargs):
+        self.options = own_options(self, options, kwargs)
+        self.setup()
+
+    def setup(self) -> None:
+        """Derive state from ``self.options``; raise :class:`ConfigError` for inconsistent ones."""
+
+
 def own_options(owner, options, kwargs: dict):
     """The checked ``Options`` of a method, space or strategy: ``options`` (an instance) or ``kwargs`` (its fields
     by name), not both; ``owner`` gives ``Options``, ``flag_prefix`` and ``name``, and its kind names the errors."""

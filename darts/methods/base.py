@@ -23,7 +23,6 @@ bilevel step call these hooks and nothing else; a new method is one subclass reg
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -31,11 +30,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..options import own_options
+from ..options import OptionsOwner
 from ..supernet import MixedOp
 
 
-class SearchMethod:
+class SearchMethod(OptionsOwner):
     """The hooks of a search method, with DARTS's behaviour (Liu, Simonyan, Yang, "DARTS: Differentiable
     Architecture Search", ICLR 2019: softmax over α) as the default of each.
 
@@ -66,15 +65,7 @@ class SearchMethod:
             threshold of the ``threshold`` rule, for the DARTS space.
     """
 
-    name: ClassVar[str] = ""
-    paper: ClassVar[str] = ""
-    flag_prefix: ClassVar[str] = ""
-    kind: ClassVar[str] = "method"  # in messages: --method NAME
-
-    @dataclass
-    class Options:
-        """No options."""
-
+    kind: ClassVar[str] = "method"
     presets: ClassVar[dict[str, dict]] = {}
     generic_cell: ClassVar[bool] = False
     uses_all_weights: ClassVar[bool] = True
@@ -82,13 +73,6 @@ class SearchMethod:
     softmax_relaxation: ClassVar[bool] = True
     cell_rule: str = "darts"
     cell_threshold: float | None = None
-
-    def __init__(self, options=None, /, **kwargs):
-        self.options = own_options(self, options, kwargs)
-        self.setup()
-
-    def setup(self) -> None:
-        """Derive the method's state from ``self.options``; raise :class:`ConfigError` for inconsistent ones."""
 
     def check_run(self, cfg, space) -> None:
         """Raise :class:`ConfigError` if the method cannot run with the general settings ``cfg`` in ``space``."""

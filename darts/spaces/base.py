@@ -8,7 +8,6 @@ ask which space runs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch.nn as nn
@@ -16,7 +15,7 @@ import torch.nn as nn
 from ..errors import ConfigError, GenotypeError
 from ..genotype import read_genotype_file
 from ..ops import check_primitives
-from ..options import own_options
+from ..options import OptionsOwner
 from ..registry import Registry
 
 SPACES = Registry("search space", flag="--space",
@@ -24,7 +23,7 @@ SPACES = Registry("search space", flag="--space",
                        "@register_space and load it with --plugin FILE.")
 
 
-class SearchSpace:
+class SearchSpace(OptionsOwner):
     """A search space. Construct with its options as keywords or as an ``Options`` instance (validated).
 
     Class attributes a subclass sets:
@@ -39,24 +38,10 @@ class SearchSpace:
     Methods a subclass implements: :meth:`build_supernet`, :meth:`genotype_from_dict`; it may override the others.
     """
 
-    name: ClassVar[str] = ""
-    paper: ClassVar[str] = ""
+    kind: ClassVar[str] = "space"
     primitives: ClassVar[tuple[str, ...]] = ()
     genotype_format: ClassVar[str] = ""
-    flag_prefix: ClassVar[str] = ""
-    kind: ClassVar[str] = "space"  # in messages: --space NAME
     presets: ClassVar[dict[str, dict]] = {}
-
-    @dataclass
-    class Options:
-        """No options."""
-
-    def __init__(self, options=None, /, **kwargs):
-        self.options = own_options(self, options, kwargs)
-        self.setup()
-
-    def setup(self) -> None:
-        """Derive state from ``self.options``; raise :class:`ConfigError` for inconsistent ones."""
 
     def presets_for(self, paper_scale: bool) -> dict:
         """The space's settings at the data set's scale (see ``presets``)."""

@@ -7,11 +7,10 @@ declares it: :class:`CellEncoding`), so one strategy serves every space. Its opt
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 from ..errors import ConfigError
-from ..options import own_options
+from ..options import OptionsOwner
 from ..registry import Registry
 
 STRATEGIES = Registry("search strategy", flag="--strategy",
@@ -70,7 +69,7 @@ class CellEncoding:
         return n
 
 
-class Strategy:
+class Strategy(OptionsOwner):
     """A multi-trial search strategy. Construct with its options as keywords or an ``Options`` instance.
 
     Class attributes a subclass sets: ``name`` (the ``--strategy`` value), ``paper``, ``Options`` (a dataclass of
@@ -79,21 +78,7 @@ class Strategy:
     proposes what an uninterrupted one would.
     """
 
-    name: ClassVar[str] = ""
-    paper: ClassVar[str] = ""
-    flag_prefix: ClassVar[str] = ""
-    kind: ClassVar[str] = "strategy"  # in messages: --strategy NAME
-
-    @dataclass
-    class Options:
-        """No options."""
-
-    def __init__(self, options=None, /, **kwargs):
-        self.options = own_options(self, options, kwargs)
-        self.setup()
-
-    def setup(self) -> None:
-        """Derive state from ``self.options``; :class:`ConfigError` for inconsistent ones."""
+    kind: ClassVar[str] = "strategy"
 
     def begin(self, encoding: CellEncoding, seed: int) -> None:
         """Start a search of the cells ``encoding`` describes; the strategy's random numbers come from ``seed``."""
