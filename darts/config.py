@@ -111,6 +111,14 @@ class SearchConfig:
     beta_decay: float = option(0.0, "the β-DARTS regulariser with any softmax method: λ·mean_edges logsumexp(α) "
                                "added to the α loss, λ = RATE·epoch (beta-darts: 0.5, the authors'); 0: off",
                                nonneg=True, metavar="RATE")
+    selection: str = option("alpha", "how the finished search chooses its cell: alpha (the space's rule on the op "
+                            "strengths) or pt (DARTS-PT: keep the op whose removal lowers the supernet's validation "
+                            "accuracy most, edge by edge, then each node's two most needed inputs)",
+                            choices=("alpha", "pt"))
+    pt_interval: float | None = option(None, "--selection pt: epochs of fine-tuning between two decisions (cifar: "
+                                       "5, the paper's; digits: 0.5)", nonneg=True)
+    pt_val_batches: int | None = option(None, "--selection pt: validation batches each accuracy is measured on "
+                                        "(cifar: the whole split; digits: 4)", positive=True, max=10**9)
     cost: str | None = option(None, "log the derived cell's cost each epoch (its retraining network's parameters, "
                               "multiply-adds, or latency from --cost-table); with --cost-target, search under it",
                               choices=("params", "flops", "latency"))
@@ -220,12 +228,12 @@ FinalConfig = RetrainConfig  # the name of earlier versions
 # The DARTS paper's search hyperparameters, after the method's, the space's and the data set's presets.
 SEARCH_DEFAULTS = dict(lr=0.025, lr_min=0.001, weight_decay=3e-4, nesterov=False, arch_lr=3e-4, arch_beta1=0.5,
                        arch_weight_decay=1e-3, arch_warmup=0)
-_PAPER_SEARCH = dict(epochs=50, batch_size=64, init_channels=16, num_workers=2)
+_PAPER_SEARCH = dict(epochs=50, batch_size=64, init_channels=16, num_workers=2, pt_interval=5.0)
 SEARCH_PRESETS = {
     "cifar10": _PAPER_SEARCH, "cifar100": _PAPER_SEARCH, "folder": _PAPER_SEARCH,
     "custom": dict(_PAPER_SEARCH, num_workers=0),
-    "synthetic": dict(epochs=1, batch_size=32, init_channels=16, num_workers=0),
-    "digits": dict(epochs=6, batch_size=64, init_channels=8, num_workers=0),
+    "synthetic": dict(epochs=1, batch_size=32, init_channels=16, num_workers=0, pt_interval=0.5, pt_val_batches=2),
+    "digits": dict(epochs=6, batch_size=64, init_channels=8, num_workers=0, pt_interval=0.5, pt_val_batches=4),
 }
 # A retraining's defaults come from the genotype's space (SearchSpace.retrain_presets); these hold for every one.
 RETRAIN_DEFAULTS = dict(nesterov=False, grad_clip=5.0)
@@ -394,6 +402,9 @@ def _checked(setup: SearchSetup) -> SearchSetup:
     EVALUATORS.get(cfg.evaluator)
     if setup.strategy is None:
         setup.method.check_run(cfg, setup.space)
+        if cfg.selection == "pt" and not setup.method.uses_alpha:
+            raise ConfigError(f"--selection pt measures the ops of a relaxed supernet; --method {setup.method.name} "
+                              "samples cells and chooses its own")
         if cfg.beta_decay and not setup.method.softmax_relaxation:
             raise ConfigError(f"--beta-decay regularises the logits of a softmax relaxation; --method "
                               f"{setup.method.name}'s op weights are not a softmax of α")
@@ -422,7 +433,7 @@ def ineffective_search_options(setup: SearchSetup) -> list[str]:
     out = _data_notes(cfg, given)
     if setup.strategy is not None:
         ignored = [k for k in ("method", "epochs", "order", "hvp", "arch_lr", "lr", "early_stop", "max_skip", "cost",
-                               "cost_target")
+                               "cost_target", "selection")
                    if k in given]
         if ignored:
             out.append(f"{', '.join('--' + k.replace('_', '-') for k in ignored)}: no effect with --strategy, which "
@@ -441,6 +452,15 @@ def ineffective_search_options(setup: SearchSetup) -> list[str]:
         out.append("--cost-table has no effect without --cost latency")
     if "hvp" in given and cfg.order == "first":
         out.append("--hvp has no effect with --order first: it chooses the second-order Hessian-vector product")
+    for k in ("pt_interval", "pt_val_batches"):
+        if k in given and cfg.selection != "pt":
+            out.append(f"--{k.replace('_', '-')} has no effect without --selection pt")
+    if not method.uses_alpha:
+        given_arch = [k for k in ("arch_warmup", "arch_beta2") if k in given]
+        if given_arch:
+            out.append(f"{', '.join('--' + k.replace('_', '-') for k in given_arch)}: no effect with --method "
+                       f"{method.name}, which samples cells and never steps α")
+        return out
     if not any(method.updates_arch(e, cfg.epochs, cfg.arch_warmup) for e in range(cfg.epochs)):
         out.append(f"with --arch-warmup {cfg.arch_warmup} and --epochs {cfg.epochs} no epoch updates α: the derived "
                    "cell is its initial α's")

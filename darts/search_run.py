@@ -16,6 +16,7 @@ from .bilevel import BilevelOptimizer
 from .collapse import EARLY_STOPS, count_skips, largest_hessian_eigenvalue
 from .config import SearchSetup, network_settings
 from .costs import SearchCost
+from .methods.base import SearchContext
 from .methods.beta_darts import BetaDecay
 from .data import BatchStream, DataBundle, load_data, make_loader, search_split
 from .engine import evaluate, resolve_device, to_device
@@ -26,6 +27,7 @@ from .progress import Progress
 from .run.checkpoint import fingerprint
 from .run.distributed import all_reduce_mean, broadcast_flag, wrap_ddp
 from .run.session import Run
+from .selection import select_by_perturbation
 from .spaces import genotype_from_dict
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
         torch.manual_seed(cfg.seed)
         data = data or load_data(cfg.dataset, cfg.data, cfg.download, cfg.image_size, augment=cfg.dataset != "digits")
         train_loader, val_stream, val_loader = search_loaders(data, cfg, run.env)
+        method.bind(space, cfg.primitives, cfg.seed)
         model = space.build_supernet(C=cfg.init_channels, num_classes=data.num_classes, in_channels=data.in_channels,
                                      primitives=cfg.primitives, method=method, kernels=cfg.kernels).to(run.device)
         if cfg.channels_last:
@@ -75,6 +78,7 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
         start, state = run.restore(cfg.epochs, expect=checkpoint_identity(setup), model=model, w_opt=w_opt,
                                    a_opt=a_opt, scheduler=scheduler, val_stream=val_stream)
         stopped, cells = restore_early_stop(stopper, state.get("early_stop"))
+        ctx = search_context(run, cfg, a_opt, train_loader, val_stream, val_loader, reduce)
         run.commit()
         log_start(run, setup, data, model, impl, start)
 
@@ -102,6 +106,7 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
                         meter.add_train(*bilevel.weight_step(train_batch), len(train_batch[1]))  # the weight step
                     bar.update(loss=meter.train_loss, acc=meter.train_acc)
             scheduler.step()
+            extra.update(method.after_epoch(model, ctx))  # ENAS trains its controller here
             genotype = derive(model, cfg, cost)  # α are identical on every rank, so is the genotype
             extra.update(method.epoch_metrics(model))
             if cost is not None:
@@ -124,6 +129,8 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
             if stop:
                 stopped, genotype = stop, rolled_back(stopper, cells, genotype, epoch, cfg.epochs)
                 break
+        if not stopped:
+            genotype = final_cell(setup, model, bilevel, train_loader, ctx, cost, genotype)
         if run.main:
             genotype.save(run.dir.file("genotype.json"))
             log.info("final genotype written to %s", run.dir.file("genotype.json"))
@@ -151,9 +158,38 @@ def penalties(*terms):
 
 def derive(model, cfg, cost):
     """The cell α encodes now: the space's and method's rule, with ``--max-skip``; under ``--cost-target``, made to
-    fit it (:meth:`darts.costs.SearchCost.derive`)."""
+    fit it (:meth:`darts.costs.SearchCost.derive`). A sampling method shows its own cell instead."""
+    shown = model.method.current_genotype(model)
+    if shown is not None:
+        return shown
     genotype = model.genotype(cfg.max_skip)
     return cost.derive(model, genotype) if cost is not None else genotype
+
+
+def final_cell(setup, model, bilevel, train_loader, ctx, cost, genotype):
+    """The cell the finished search returns: DARTS-PT's choice under ``--selection pt``, else the method's final
+    choice (a sampling method's best cell on the shared weights), else the last epoch's ``genotype``."""
+    if setup.cfg.selection == "pt":
+        log.info("DARTS-PT selection: the op of every edge, then each node's inputs, by the supernet's accuracy")
+        select_by_perturbation(model, setup.space, setup.cfg, bilevel, train_loader, ctx)
+        return derive(model, setup.cfg, cost)
+    chosen = setup.method.final_genotype(model, ctx)
+    return genotype if chosen is None else chosen
+
+
+def search_context(run, cfg, a_opt, train_loader, val_stream, val_loader, reduce) -> SearchContext:
+    """What the methods' after-epoch and final hooks may read (:class:`darts.methods.base.SearchContext`)."""
+    cache: list = []
+
+    def train_batches(n: int) -> list:
+        if len(cache) < n:  # the first n batches of a fixed pass, the same for every caller
+            train_loader.sampler.set_pass(cfg.epochs)
+            cache[:] = [b for _, b in zip(range(n), train_loader)]
+        return cache[:n]
+
+    return SearchContext(device=run.device, val_stream=val_stream, val_loader=val_loader, train_batches=train_batches,
+                         reduce=reduce, to_device=lambda b: to_device(b, run.device, cfg.channels_last),
+                         epochs=cfg.epochs, main=run.main, arch_optimizer=a_opt)
 
 
 def search_loaders(data: DataBundle, cfg, env):
@@ -173,7 +209,7 @@ def optimizers(model, cfg):
     w_opt = torch.optim.SGD(model.weight_parameters(), cfg.lr, momentum=cfg.momentum,
                             weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     a_opt = torch.optim.Adam(model.arch_parameters(), cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
-                             weight_decay=cfg.arch_weight_decay)
+                             weight_decay=cfg.arch_weight_decay, **model.method.arch_optimizer_options())
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.epochs, eta_min=cfg.lr_min)
     return w_opt, a_opt, scheduler
 

@@ -96,8 +96,10 @@ class ArchParameters(nn.Module):
         return kept / kept.sum(-1, keepdim=True)
 
     def all(self) -> list[nn.Parameter]:
-        """Every architecture parameter: the α groups in order, then the extras."""
-        return [getattr(self, n) for n in (*self.groups, *self.extra_names)]
+        """Every architecture parameter: the α groups in order, then the extras, then a controller's (ENAS)."""
+        params = [getattr(self, n) for n in (*self.groups, *self.extra_names)]
+        controller = getattr(self, "controller", None)
+        return params + (list(controller.parameters()) if controller is not None else [])
 
 
 class SupernetBase(nn.Module):
@@ -115,11 +117,16 @@ class SupernetBase(nn.Module):
         self.primitives = check_primitives(primitives)
         self.kernels = kernels
         self._impl_device = None
+        self.projection = None  # (group, weights) -> weights: DARTS-PT's decided and removed ops (darts.selection)
 
     def make_alphas(self, groups: dict[str, int]) -> "ArchParameters":
         """The α of ``groups`` (cell type -> number of edges), with the method's extras, initial values and masks."""
-        return ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups),
-                              init=self.method.initial_alpha, masks=self.method.uses_op_mask)
+        alphas = ArchParameters(groups, len(self.primitives), self.method.extra_arch_shapes(groups),
+                                init=self.method.initial_alpha, masks=self.method.uses_op_mask)
+        controller = self.method.build_controller()
+        if controller is not None:
+            alphas.controller = controller
+        return alphas
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """α of every cell type, in order, then any parameters the method adds (PC-DARTS's edge β)."""
@@ -135,8 +142,11 @@ class SupernetBase(nn.Module):
     def edge_weights(self) -> tuple[torch.Tensor, ...]:
         """Op weights ``(edges, K)`` of every cell type: softmax(α) for DARTS (Eq. 2), or the method's relaxation
         (see :meth:`darts.methods.SearchMethod.op_weights`)."""
-        return tuple(self.alphas.apply_mask(g, self.method.op_weights(self.alphas.group(g), g, self.training))
-                     for g in self.alphas.groups)
+        out = tuple(self.alphas.apply_mask(g, self.method.op_weights(self.alphas.group(g), g, self.training))
+                    for g in self.alphas.groups)
+        if self.projection is not None:
+            out = tuple(self.projection(g, w) for g, w in zip(self.alphas.groups, out))
+        return out
 
     def edge_coefficients(self) -> tuple[torch.Tensor | None, ...]:
         """The method's per-edge factors of every cell type (None for most methods)."""
@@ -145,7 +155,10 @@ class SupernetBase(nn.Module):
     def strengths(self) -> tuple[torch.Tensor, ...]:
         """The op strengths ``(edges, K)`` the discretizer reads, per cell type (softmax(α) for DARTS)."""
         with torch.no_grad():
-            return tuple(self.alphas.apply_mask(g, self.method.derive_weights(self, g)) for g in self.alphas.groups)
+            out = tuple(self.alphas.apply_mask(g, self.method.derive_weights(self, g)) for g in self.alphas.groups)
+            if self.projection is not None:  # what DARTS-PT has decided
+                out = tuple(self.projection(g, w) for g, w in zip(self.alphas.groups, out))
+            return out
 
     def set_kernels(self, kernels: str, device=None) -> str:
         """Choose the mixed-op and cell implementation for ``device`` (default: where the model lives); returns it.

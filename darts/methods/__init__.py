@@ -17,6 +17,10 @@ from .drnas import DrNAS  # noqa: E402
 from .darts_minus import DARTSMinus  # noqa: E402
 from .sdarts import SDARTSRS  # noqa: E402
 from .beta_darts import BetaDARTS  # noqa: E402
+from .enas import ENAS  # noqa: E402
+from .rsws import RSWS  # noqa: E402
+from .spos import SPOS  # noqa: E402
 
 __all__ = ["SearchMethod", "METHODS", "register_method", "get_method", "get_method_class", "list_methods",
-           "channel_shuffle", "DARTS", "PCDARTS", "GDAS", "FairDARTS", "DrNAS", "DARTSMinus", "SDARTSRS"]
+           "channel_shuffle", "DARTS", "PCDARTS", "GDAS", "FairDARTS", "DrNAS", "DARTSMinus", "SDARTSRS",
+           "BetaDARTS", "ENAS", "RSWS", "SPOS"]

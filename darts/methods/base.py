@@ -13,7 +13,10 @@ A method differs from DARTS in at most these places (NNI's and NASLib's "get / p
   resuming needs no other state;
 * ``updates_arch``: which epochs step α (``--arch-warmup`` freezes it for the first epochs);
 * ``derive_weights`` and ``cell_rule``: the op strengths the discretizer reads, and the rule it applies;
-* ``presets_for``: the settings of the method's authors, per search space and data-set scale.
+* ``presets_for``: the settings of the method's authors, per search space and data-set scale;
+* ``bind``, ``after_epoch``, ``final_genotype``, ``current_genotype``: what a sampling method (ENAS, RS-WS, SPOS)
+  adds: the space it samples cells of, a controller's training after each epoch, and the final choice of a cell
+  by its accuracy on the shared weights.
 
 A method declares its options as a dataclass (``Options``, fields made with :func:`darts.options.option`); its
 command-line flags (``--{flag_prefix}-{field}``), defaults and validation are generated from it. The supernet and the
@@ -23,7 +26,8 @@ bilevel step call these hooks and nothing else; a new method is one subclass reg
 from __future__ import annotations
 
 import contextlib
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn as nn
@@ -32,6 +36,28 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..options import OptionsOwner
 from ..supernet import MixedOp
+
+
+@dataclass
+class SearchContext:
+    """What a method's :meth:`SearchMethod.after_epoch` and :meth:`SearchMethod.final_genotype` may use.
+
+    ``val_stream`` is the search's endless, checkpointed stream of validation batches (this rank's shard),
+    ``val_loader`` the validation split in a fixed order (every rank sees all of it), ``train_batches(n)`` the first
+    ``n`` training batches of a fixed pass (for BatchNorm recalibration), ``reduce`` the all-rank mean of a list of
+    tensors (identity for one process), ``to_device`` moves a batch where the model runs, ``arch_optimizer`` is the
+    optimizer of the architecture parameters (a controller's too).
+    """
+
+    device: object
+    val_stream: object
+    val_loader: object
+    train_batches: Callable
+    reduce: Callable
+    to_device: Callable
+    epochs: int
+    main: bool = True
+    arch_optimizer: object = None
 
 
 class SearchMethod(OptionsOwner):
@@ -61,6 +87,8 @@ class SearchMethod(OptionsOwner):
             (DrNAS's op pruning).
         softmax_relaxation: False for a method whose op weights are not a softmax of α (``--beta-decay``, the
             β-DARTS regulariser of softmax logits, is refused then).
+        uses_alpha: False for a method that samples cells without relaxing α (ENAS, RS-WS, SPOS): α is neither
+            stepped nor read, and the options of α (``--order second``, ``--cost-target``, ``--arch-*``) are refused.
         cell_rule, cell_threshold: the discretizer's rule (see :func:`darts.genotype.derive_genotype`) and the
             threshold of the ``threshold`` rule, for the DARTS space.
     """
@@ -73,6 +101,7 @@ class SearchMethod(OptionsOwner):
     softmax_relaxation: ClassVar[bool] = True
     cell_rule: str = "darts"
     cell_threshold: float | None = None
+    uses_alpha: ClassVar[bool] = True
 
     def check_run(self, cfg, space) -> None:
         """Raise :class:`ConfigError` if the method cannot run with the general settings ``cfg`` in ``space``."""
@@ -130,6 +159,31 @@ class SearchMethod(OptionsOwner):
     def updates_arch(self, epoch: int, epochs: int, warmup: int) -> bool:
         """Whether 0-based ``epoch`` takes α steps, given ``--arch-warmup`` epochs of weight steps only."""
         return epoch >= warmup
+
+    # -- sampling methods ------------------------------------------------------------------------------
+    def bind(self, space, primitives: tuple[str, ...], seed: int) -> None:
+        """Called before the supernet is built, with the space it searches, its primitives and the run's seed."""
+
+    def build_controller(self):
+        """An ``nn.Module`` of architecture parameters beyond α (ENAS's LSTM), kept as ``model.alphas.controller``
+        and stepped by the α optimizer; None (the default) for none."""
+        return None
+
+    def arch_optimizer_options(self) -> dict:
+        """Extra keywords of the α optimizer (Adam), e.g. ``eps``."""
+        return {}
+
+    def after_epoch(self, model, ctx: SearchContext) -> dict:
+        """Run after each epoch's steps (ENAS trains its controller here); returns what to log."""
+        return {}
+
+    def current_genotype(self, model):
+        """The cell the method shows now, if it is not α's discretization (a sampling method's); None: α's."""
+        return None
+
+    def final_genotype(self, model, ctx: SearchContext):
+        """The cell the search returns, chosen after the last epoch (None: the cell of the last epoch)."""
+        return None
 
     def epoch_metrics(self, model) -> dict:
         """What to log after each epoch besides the common records (numbers only)."""

@@ -32,6 +32,8 @@ class SearchSpace(OptionsOwner):
         primitives: the space's own ordered op names (the columns of α unless ``--primitives`` is given).
         genotype_format: the ``"format"`` of its genotype JSON (``darts-genotype/1``, ``nb201-genotype/1``).
         Options, flag_prefix: its options and their flag prefix, as a method's.
+        node_inputs: how many inputs each node of a derived cell keeps (DARTS: 2; None: every edge stays, as in
+            NAS-Bench-201), which DARTS-PT's topology pass keeps.
         presets: settings of the space, by scale: ``{"all": {...}, "paper": {...}, "small": {...}}``, keyed by
             option keyword (general ones such as ``weight_decay`` included); a method's presets override them.
 
@@ -42,6 +44,7 @@ class SearchSpace(OptionsOwner):
     primitives: ClassVar[tuple[str, ...]] = ()
     genotype_format: ClassVar[str] = ""
     presets: ClassVar[dict[str, dict]] = {}
+    node_inputs: ClassVar[int | None] = None
 
     def presets_for(self, paper_scale: bool) -> dict:
         """The space's settings at the data set's scale (see ``presets``)."""

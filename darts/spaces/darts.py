@@ -186,6 +186,7 @@ class DartsSpace(SearchSpace):
     primitives = DARTS_PRIMITIVES
     genotype_format = FORMAT
     presets = {"paper": dict(layers=8), "small": dict(layers=5)}
+    node_inputs = 2
 
     @dataclass
     class Options:

@@ -24,8 +24,10 @@ def test_one_digits_epoch_per_method(method, tmp_path):
     assert f"method {method}" in p.stdout
     rec = metrics(out)[-1]
     g = json.load(open(os.path.join(out, "genotype.json")))
-    # two ops per node, or fewer under FairDARTS's threshold rule (then [op, input, node] triples)
-    assert rec["genotype"] == g and (len(g["normal"]) == 8 or method == "fairdarts")
+    # two ops per node, or fewer under FairDARTS's threshold rule (then [op, input, node] triples); the sampling
+    # methods choose their final cell after the last epoch, by its accuracy on the shared weights
+    assert len(g["normal"]) == 8 or method == "fairdarts"
+    assert rec["genotype"] == g or method in ("enas", "rsws", "spos")
     assert "param_free_normal" in rec and "skip_normal" in rec
     ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     assert ckpt["method"] == method
