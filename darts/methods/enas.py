@@ -55,12 +55,20 @@ def _draw(logits: torch.Tensor, rng, greedy: bool) -> int:
 
 
 class Sample:
-    """A sampled cell's choices, their summed log-probability and entropy (tensors with gradients)."""
+    """A sampled cell's choices, their summed log-probability and entropy (tensors with gradients).
 
-    def __init__(self):
+    ``forced``: the choices to take instead of drawing them (the log-probability of a given cell)."""
+
+    def __init__(self, forced=None):
         self.choices: list[int] = []
         self.log_prob = 0.0
         self.entropy = 0.0
+        self.forced = forced
+
+    def choose(self, logits: torch.Tensor, rng, greedy: bool) -> int:
+        if self.forced is not None:
+            return int(self.forced[len(self.choices)])
+        return _draw(logits, rng, greedy)
 
     def add(self, logits: torch.Tensor, k: int, entropy: torch.Tensor) -> None:
         self.choices.append(k)
@@ -125,7 +133,7 @@ class MicroController(_Controller):
                 h, state = self.step(inputs, state)
                 query = torch.tanh(torch.cat(anchors_w1[: node + 2]) + self.w_attn_2(h))
                 logits = self._shape(self.v_attn(query).view(1, -1), self.tanh_constant)
-                k = _draw(logits, rng, greedy)
+                k = sample.choose(logits, rng, greedy)
                 sample.add(logits, k, self._entropy(logits, k))
                 inputs = anchors[k]
             for _ in range(2):  # and their two ops
@@ -133,7 +141,7 @@ class MicroController(_Controller):
                 logits = self._shape(self.w_soft(h) + self.b_soft, op_tanh)
                 if use_bias:
                     logits = logits + self.b_soft_no_learn
-                k = _draw(logits, rng, greedy)
+                k = sample.choose(logits, rng, greedy)
                 sample.add(logits, k, self._entropy(logits, k))
                 inputs = self.w_emb.weight[k].view(1, -1)
             h, state = self.step(inputs, state)
@@ -148,8 +156,9 @@ class MicroController(_Controller):
         lp = F.log_softmax(logits.detach().flatten(), 0)[k]
         return -lp * lp.exp()
 
-    def sample(self, rng, greedy: bool = False) -> Sample:
-        s = Sample()
+    def sample(self, rng, greedy: bool = False, forced=None) -> Sample:
+        """A cell drawn with ``rng`` (or the most likely choice at each step, or the ``forced`` choices)."""
+        s = Sample(forced)
         state = self._cell(s, None, rng, greedy, use_bias=True)  # normal cell
         self._cell(s, state, rng, greedy, use_bias=False)  # the reduction cell continues from its state
         return s
@@ -182,8 +191,9 @@ class EncodingController(_Controller):
         self.w_embd = nn.ModuleList(nn.Embedding(s, lstm_size) for s in heads)
         self.reset_uniform()
 
-    def sample(self, rng, greedy: bool = False) -> Sample:
-        s, inputs, state = Sample(), self.input_vars, None
+    def sample(self, rng, greedy: bool = False, forced=None) -> Sample:
+        """A cell drawn with ``rng`` (or the most likely choice at each step, or the ``forced`` choices)."""
+        s, inputs, state = Sample(forced), self.input_vars, None
         for i in range(len(self.encoding.sizes)):
             h, state = self.step(inputs, state)
             j = 0 if self.shared else i
@@ -192,7 +202,7 @@ class EncodingController(_Controller):
                 logits = logits / self.temperature
             if self.tanh_constant is not None:
                 logits = self.tanh_constant * torch.tanh(logits)
-            k = _draw(logits, rng, greedy)
+            k = s.choose(logits, rng, greedy)
             p = F.softmax(logits.flatten(), 0)
             s.add(logits, k, -(p * F.log_softmax(logits.flatten(), 0)).sum())  # Categorical entropy, as AutoDL's
             inputs = self.w_embd[j].weight[k].view(1, -1)
@@ -322,25 +332,25 @@ class ENAS(SinglePathMethod):
             if o.grad_clip:
                 nn.utils.clip_grad_norm_(params, o.grad_clip)
             opt.step()
-        self.shown = self.best_of(model, o.eval_samples, ctx, "epoch-cells")[0]
+        self.shown = self.best_of(model, o.eval_samples, ctx, ("epoch-cells", self.epoch))[0]
         out = {"controller_baseline": float(c.baseline)}
         if rewards:
             out["controller_reward"] = sum(rewards) / len(rewards)
         return out
 
-    def best_of(self, model, n: int, ctx, tag: str):
+    def best_of(self, model, n: int, ctx, tag: tuple):
         """The best of ``n`` controller samples by accuracy on one validation batch each, and that accuracy."""
         best = None
         for i in range(n):
             with torch.no_grad():
-                cell = self.draw(self.rng(tag, self.epoch, i))[0]
+                cell = self.draw(self.rng(*tag, i))[0]
             acc = self.reward(model, cell, next(ctx.val_stream), ctx)
             if best is None or acc > best[1]:
                 best = (cell, acc)
         return best
 
     def final_genotype(self, model, ctx):
-        cell, acc = self.best_of(model, self.options.samples, ctx, "final")
+        cell, acc = self.best_of(model, self.options.samples, ctx, ("final",))  # not the epoch: a resume may skip it
         log.info("enas: best of %d sampled cells, %.2f%% on one validation batch", self.options.samples, 100 * acc)
         return cell
 
