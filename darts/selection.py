@@ -49,8 +49,9 @@ class Projection:
         for row, k in fixed.items():
             keep[row] = 0
             add[row, k] = 1
-        for row in dropped:
+        for row in dropped:  # a removed edge is gone, whatever op it had been given
             keep[row] = 0
+            add[row] = 0
         out = w * keep + add
         if probe is not None:
             _, row, k = probe
