@@ -130,3 +130,57 @@ def test_torchrun_retraining(tmp_path, small_cell_file):
     assert p.returncode == 0, p.stderr[-3000:]
     recs = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
     assert [r["epoch"] for r in recs] == [1, 2] and 0 <= recs[-1]["test_acc"] <= 1
+
+
+LOGGED = '''
+import os
+import torch.distributed as dist
+from darts.methods import register_method
+from darts.methods.{module} import {cls}
+
+
+@register_method
+class Logged({cls}):
+    """{cls} writing every cell it trains, and its final cell, to a file per rank."""
+    name = "{name}-logged"
+    flag_prefix = "logged"
+    presets = {{}}
+
+    def _write(self, what):
+        with open(os.environ["PATHS_LOG"] + "." + str(dist.get_rank()), "a") as f:
+            f.write(what + "\\n")
+
+    def resample(self, model):
+        super().resample(model)
+        self._write(str(self.path))
+
+    def final_genotype(self, model, ctx):
+        g = super().final_genotype(model, ctx)
+        self._write("final " + str(g))
+        return g
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,module,cls,extra", [
+    ("enas", "enas", "ENAS", ["--logged-steps", "2", "--logged-aggregate", "2", "--logged-samples", "3",
+                              "--logged-eval-samples", "2"]),
+    ("spos", "spos", "SPOS", ["--logged-population", "4", "--logged-top", "2", "--logged-mutations", "1",
+                              "--logged-crossovers", "1", "--logged-generations", "2", "--logged-bn-batches", "1",
+                              "--logged-val-batches", "1"])])
+def test_torchrun_ranks_sample_the_same_cells(tmp_path, name, module, cls, extra):
+    plugin = tmp_path / "logged.py"
+    plugin.write_text(LOGGED.format(module=module, cls=cls, name=name))
+    out, log = str(tmp_path / "run"), str(tmp_path / "paths")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
+           "train_search.py", "--plugin", str(plugin), "--method", f"{name}-logged", "--space", "nb201",
+           "--nb201-cells", "1", "--init-channels", "4", "--batch-size", "64", "--epochs", "2", "--out", out,
+           "--no-progress", *extra]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PATHS_LOG": log})
+    assert p.returncode == 0, p.stderr[-3000:]
+    r0, r1 = (open(f"{log}.{r}").read().splitlines() for r in (0, 1))
+    steps = [x for x in r0 if not x.startswith("final")]
+    assert r0 == r1 and len(steps) >= 4 and len(set(steps)) > 1 and r0[-1].startswith("final")
+    g = json.load(open(os.path.join(out, "genotype.json")))
+    assert r0[-1] == "final " + g["arch"]

@@ -92,3 +92,17 @@ def test_retraining_killed_at_random_points(tmp_path, small_cell_file):
     run_with_kills("train_final.py", args, str(tmp_path / "killed"), kills=3, seed=2, epochs=6,
                    epoch_time=epoch_seconds(str(tmp_path / "ref")))
     assert_same_run(str(tmp_path / "ref"), str(tmp_path / "killed"))
+
+
+@pytest.mark.parametrize("method", ["enas", "spos"])
+def test_sampling_search_killed_mid_search(tmp_path, method):
+    """The cells drawn at every step, ENAS's controller (its weights, Adam state and baseline) and the final choice
+    on the shared weights continue exactly after a kill."""
+    args = ["--method", method, "--space", "nb201", "--nb201-cells", "1", "--init-channels", "4", "--batch-size",
+            "128", "--epochs", "4", "--no-progress"]
+    run("train_search.py", *args, "--out", str(tmp_path / "ref"))
+    run_with_kills("train_search.py", args, str(tmp_path / "killed"), kills=2, seed=3, epochs=4,
+                   epoch_time=epoch_seconds(str(tmp_path / "ref")))
+    assert_same_run(str(tmp_path / "ref"), str(tmp_path / "killed"))
+    g = lambda d: json.load(open(os.path.join(d, "genotype.json")))
+    assert g(tmp_path / "ref") == g(tmp_path / "killed")

@@ -139,3 +139,60 @@ def test_a_users_space_from_its_own_file(tmp_path):
     run("train_final.py", "--plugin", "examples/my_space.py", "--genotype", os.path.join(out, "genotype.json"),
         "--epochs", "1", "--init-channels", "4", "--layers", "1", "--no-progress", "--out", str(tmp_path / "f"))
     assert metrics(str(tmp_path / "f"))[-1]["params"] > 0
+
+
+# -- the sampling searches and DARTS-PT, in both spaces ---------------------------------------------------------
+
+NB201_SMALL = ["--space", "nb201", "--nb201-cells", "1", "--epochs", "1", "--init-channels", "8", "--batch-size",
+               "128", "--no-progress"]
+
+
+@pytest.mark.parametrize("method", ["enas", "rsws", "spos"])
+def test_sampling_methods_one_nb201_epoch(method, tmp_path):
+    out = str(tmp_path / method)
+    p = run("train_search.py", "--method", method, *NB201_SMALL, "--out", out)
+    g = json.load(open(os.path.join(out, "genotype.json")))
+    assert g["format"] == "nb201-genotype/1" and g["arch"].count("|+|") == 2
+    final = {"enas": "enas: best of 20 sampled cells", "rsws": "rsws: best of 30 random cells",
+             "spos": "spos: generation 3/3"}[method]
+    assert final in p.stdout  # the small presets' final choice on the shared weights
+    rec = metrics(out)[-1]
+    if method == "enas":
+        assert {"controller_reward", "controller_baseline", "controller_entropy"} <= set(rec)
+        ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+        assert any(k.startswith("alphas.controller.") for k in ckpt["model"])
+        cfg = json.load(open(os.path.join(out, "config.json")))["config"]
+        assert (cfg["arch_lr"], cfg["arch_beta1"]) == (0.001, 0.0)  # AutoDL-Projects' controller Adam in NB201
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_darts_pt_selection_one_epoch(space, tmp_path):
+    out = str(tmp_path / space)
+    args = SMALL + ["--nodes", "2"] if space == "darts" else NB201_SMALL
+    p = run("train_search.py", *args, "--selection", "pt", "--pt-interval", "0.2", "--pt-val-batches", "1",
+            "--out", out)
+    assert "DARTS-PT selection" in p.stdout and "pt: " in p.stdout
+    g = json.load(open(os.path.join(out, "genotype.json")))
+    decisions = [line for line in p.stdout.splitlines() if "pt: " in line and " edge " in line]
+    if space == "darts":  # 5 edges in each cell type, then node 3's inputs in each
+        assert len(decisions) == 10 and p.stdout.count("keeps inputs") == 2 and len(g["normal"]) == 4
+    else:
+        assert len(decisions) == 6 and g["format"] == "nb201-genotype/1"
+
+
+def test_sampling_methods_refuse_what_needs_alpha(tmp_path):
+    for extra, words in ((["--order", "second"], "--order second"), (["--selection", "pt"], "--selection pt"),
+                         (["--max-skip", "1"], "--max-skip")):
+        p = run("train_search.py", "--method", "spos", *extra, "--out", str(tmp_path / "x"), check=False)
+        assert p.returncode == 2 and words in p.stderr, p.stderr
+
+
+def test_sampling_methods_from_python(tmp_path):
+    import darts
+
+    r = darts.search(method="enas", space="darts", epochs=1, init_channels=4, layers=3, nodes=2, batch_size=128,
+                     enas_steps=2, enas_aggregate=2, enas_samples=3, progress=False, out=str(tmp_path / "e"))
+    assert len(r.genotype.normal) == 4 and r.metrics[-1]["controller_baseline"] != 0
+    r = darts.search(method="darts", space="nb201", nb201_cells=1, epochs=1, batch_size=128, selection="pt",
+                     pt_interval=0.0, pt_val_batches=1, progress=False, out=str(tmp_path / "p"))
+    assert str(r.genotype).count("~") == 6 and r.metrics[-1]["epoch"] == 1
