@@ -133,6 +133,8 @@ def run_search(setup: SearchSetup, data: DataBundle | None = None) -> SearchResu
             genotype = final_cell(setup, model, bilevel, train_loader, ctx, cost, genotype)
         if run.main:
             genotype.save(run.dir.file("genotype.json"))
+        run.end_phase("selection")
+        if run.main:
             log.info("final genotype written to %s", run.dir.file("genotype.json"))
             space.report(genotype, run.dir.path)
             records = run.dir.read_metrics()
@@ -189,7 +191,8 @@ def search_context(run, cfg, a_opt, train_loader, val_stream, val_loader, reduce
 
     return SearchContext(device=run.device, val_stream=val_stream, val_loader=val_loader, train_batches=train_batches,
                          reduce=reduce, to_device=lambda b: to_device(b, run.device, cfg.channels_last),
-                         epochs=cfg.epochs, main=run.main, arch_optimizer=a_opt)
+                         epochs=cfg.epochs, main=run.main, arch_optimizer=a_opt, save_phase=run.save_phase,
+                         load_phase=run.load_phase)
 
 
 def search_loaders(data: DataBundle, cfg, env):

@@ -73,23 +73,51 @@ def node_rows(in_degrees) -> list[list[int]]:
     return rows
 
 
+def plan(model, two_inputs: bool, rng: random.Random) -> list:
+    """DARTS-PT's decisions in order: ``("op", {group: row})`` while edges are undecided (a random undecided edge of
+    every cell type), then ``("node", i)`` for every node with more than two inputs, in random order."""
+    groups = model.alphas.group
+    undecided = {g: list(range(groups(g).shape[0])) for g in model.alphas.groups}
+    out = []
+    while any(undecided.values()):
+        out.append(("op", {g: rows.pop(rng.randrange(len(rows))) for g, rows in undecided.items() if rows}))
+    if two_inputs:
+        pending = [i for i, r in enumerate(node_rows(model.node_in_degrees())) if len(r) > 2]
+        while pending:
+            out.append(("node", pending.pop(rng.randrange(len(pending)))))
+    return out
+
+
 def select_by_perturbation(model, space, cfg, bilevel: BilevelOptimizer, train_loader, ctx) -> None:
     """Run DARTS-PT's selection on the trained ``model`` (sets ``model.projection``; its :meth:`genotype` is then
-    the selected cell). ``bilevel`` is the search's step, whose α optimizer and training module it reuses."""
+    the selected cell). ``bilevel`` is the search's step, whose α optimizer and training module it reuses.
+
+    With ``ctx.save_phase`` the state after every decision (decisions, supernet, optimisers, data position) is
+    checkpointed, and a killed selection continues from its last decision, as an uninterrupted one would."""
     groups = model.alphas.groups
     proj = Projection(groups)
     model.projection = proj
-    rng = random.Random(f"{cfg.seed}:pt")
     prims = model.primitives
     val = list(ctx.val_loader)
     if cfg.pt_val_batches:
         val = val[: cfg.pt_val_batches]
-    two_inputs = space.node_inputs == 2  # the DARTS rule: each node keeps two inputs
     nodes = node_rows(model.node_in_degrees())
-    decisions = model.alphas.group(groups[0]).shape[0] + (sum(len(r) > 2 for r in nodes) if two_inputs else 0)
+    decisions = plan(model, space.node_inputs == 2, random.Random(f"{cfg.seed}:pt"))
     steps_per = max(1, round(cfg.pt_interval * len(train_loader))) if cfg.pt_interval else 0
-    total = steps_per * max(decisions - 1, 0)
+    total = steps_per * max(len(decisions) - 1, 0)
     tuner = _Tuner(model, cfg, bilevel, train_loader, ctx, total) if total else None
+    start = 0
+    saved = ctx.load_phase("selection") if ctx.load_phase is not None else None
+    if saved is not None:
+        start = saved["next"]
+        for g in groups:
+            proj.fixed[g] = {int(r): int(k) for r, k in saved["fixed"][g]}
+            proj.dropped[g] = {int(r) for r in saved["dropped"][g]}
+        model.load_state_dict(saved["model"])
+        bilevel.a_optimizer.load_state_dict(saved["a_opt"])
+        ctx.val_stream.load_state_dict(saved["val_stream"])
+        if tuner is not None:
+            tuner.load_state_dict(saved["tuner"])
 
     def accuracy(probe) -> float:
         proj.probe = probe
@@ -98,36 +126,36 @@ def select_by_perturbation(model, space, cfg, bilevel: BilevelOptimizer, train_l
         finally:
             proj.probe = None
 
-    done = 0
-    undecided = {g: list(range(model.alphas.group(g).shape[0])) for g in groups}
-    while any(undecided.values()):
-        if done and tuner is not None:
+    for n in range(start, len(decisions)):
+        if n and tuner is not None:
             tuner.run(steps_per)
-        for g in groups:
-            if not undecided[g]:
-                continue
-            row = undecided[g].pop(rng.randrange(len(undecided[g])))
-            ops = [k for k, op in enumerate(prims) if space.may_take(g, row, op)]
-            accs = {k: accuracy((g, row, k)) for k in ops}
-            best = min(ops, key=lambda k: (accs[k], k))  # its removal hurts most
-            proj.fixed[g][row] = best
-            log.info("pt: %s edge %d -> %s (accuracy without it %.2f%%; without the others %s)", g, row, prims[best],
-                     100 * accs[best], ", ".join(f"{prims[k]} {100 * a:.1f}" for k, a in accs.items() if k != best))
-        done += 1
-    if two_inputs:
-        pending = [i for i, r in enumerate(nodes) if len(r) > 2]
-        while pending:
-            if tuner is not None:
-                tuner.run(steps_per)
-            i = pending.pop(rng.randrange(len(pending)))
+        kind, what = decisions[n]
+        if kind == "op":
+            for g, row in what.items():
+                ops = [k for k, op in enumerate(prims) if space.may_take(g, row, op)]
+                accs = {k: accuracy((g, row, k)) for k in ops}
+                best = min(ops, key=lambda k: (accs[k], k))  # its removal hurts most
+                proj.fixed[g][row] = best
+                log.info("pt %d/%d: %s edge %d -> %s (accuracy without it %.2f%%; without the others %s)", n + 1,
+                         len(decisions), g, row, prims[best], 100 * accs[best],
+                         ", ".join(f"{prims[k]} {100 * a:.1f}" for k, a in accs.items() if k != best))
+        else:
             for g in groups:
-                kept = list(nodes[i])
+                kept = list(nodes[what])
                 while len(kept) > 2:
                     accs = {row: accuracy((g, row, None)) for row in kept}
                     drop = max(kept, key=lambda r: (accs[r], -r))  # the edge it misses least
                     kept.remove(drop)
                     proj.dropped[g].add(drop)
-                log.info("pt: %s node %d keeps inputs %s", g, i + 2, [r - nodes[i][0] for r in kept])
+                log.info("pt %d/%d: %s node %d keeps inputs %s", n + 1, len(decisions), g, what + 2,
+                         [r - nodes[what][0] for r in kept])
+        if ctx.save_phase is not None and n + 1 < len(decisions):
+            ctx.save_phase("selection", {
+                "next": n + 1, "model": model.state_dict(), "a_opt": bilevel.a_optimizer.state_dict(),
+                "val_stream": ctx.val_stream.state_dict(),
+                "fixed": {g: sorted(proj.fixed[g].items()) for g in groups},
+                "dropped": {g: sorted(proj.dropped[g]) for g in groups},
+                "tuner": tuner.state_dict() if tuner is not None else {}})
 
 
 class _Tuner:
@@ -143,20 +171,37 @@ class _Tuner:
                                      grad_clip=cfg.grad_clip, reduce=bilevel.reduce,
                                      train_module=bilevel.train_module, amp_dtype=bilevel.amp_dtype)
         self.arch = model.method.uses_alpha
-        self.passes, self.batches = cfg.epochs, iter(())
+        self.first_pass = cfg.epochs  # the passes over the training split go on from the search's
+        self.passes, self.taken, self.batches = self.first_pass, 0, None
+
+    def _next_batch(self):
+        while True:
+            if self.batches is None:
+                self.loader.sampler.set_pass(self.passes)
+                self.batches = iter(self.loader)
+                for _ in range(self.taken):  # resuming inside a pass
+                    next(self.batches)
+            batch = next(self.batches, None)
+            if batch is not None:
+                self.taken += 1
+                return batch
+            self.passes, self.taken, self.batches = self.passes + 1, 0, None
 
     def run(self, steps: int) -> None:
         self.model.train()
         for _ in range(steps):
-            batch = next(self.batches, None)
-            if batch is None:
-                self.loader.sampler.set_pass(self.passes)
-                self.passes += 1
-                self.batches = iter(self.loader)
-                batch = next(self.batches)
-            train = self.ctx.to_device(batch)
+            train = self.ctx.to_device(self._next_batch())
             lr = self.sched.get_last_lr()[0]
             if self.arch:
                 self.step.arch_step(train, self.ctx.to_device(next(self.ctx.val_stream)), lr)
             self.step.weight_step(train)
             self.sched.step()
+
+    def state_dict(self) -> dict:
+        return {"w_opt": self.w_opt.state_dict(), "sched": self.sched.state_dict(), "passes": self.passes,
+                "taken": self.taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.passes, self.taken, self.batches = int(state["passes"]), int(state["taken"]), None

@@ -106,3 +106,34 @@ def test_sampling_search_killed_mid_search(tmp_path, method):
     assert_same_run(str(tmp_path / "ref"), str(tmp_path / "killed"))
     g = lambda d: json.load(open(os.path.join(d, "genotype.json")))
     assert g(tmp_path / "ref") == g(tmp_path / "killed")
+
+
+def _lines(out, marker):
+    return [line.split(" INFO ", 1)[-1] for line in open(os.path.join(out, "log.txt")) if marker in line]
+
+
+@pytest.mark.parametrize("what,marker,after", [
+    (["--selection", "pt", "--pt-interval", "0.5", "--pt-val-batches", "1"], "pt ", "pt 2/6"),
+    (["--method", "spos", "--spos-generations", "4"], "spos: generation", "generation 2/4")], ids=["pt", "spos"])
+def test_final_selection_killed_continues_from_its_last_decision(tmp_path, what, marker, after):
+    """DARTS-PT's decisions (with fine-tuning between them) and SPOS's generations come after the last epoch; a
+    kill there resumes from the last one, and every later decision is the uninterrupted run's."""
+    args = ["--space", "nb201", "--nb201-cells", "1", "--init-channels", "4", "--batch-size", "64", "--epochs", "1",
+            "--no-progress", *what]
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    run("train_search.py", *args, "--out", ref)
+    p = subprocess.Popen([sys.executable, "train_search.py", *args, "--out", killed], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log, deadline = os.path.join(killed, "log.txt"), time.time() + 300
+    while p.poll() is None and time.time() < deadline and not (
+            os.path.exists(log) and after in open(log).read() and os.path.exists(os.path.join(killed,
+                                                                                             "selection.pt"))):
+        time.sleep(0.02)
+    assert p.poll() is None, "the run ended before the kill"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    resumed = run("train_search.py", "--resume", killed, "--no-progress")
+    assert "resuming the selection phase" in resumed.stdout
+    assert _lines(killed, marker)[-3:] == _lines(ref, marker)[-3:]
+    g = lambda d: json.load(open(os.path.join(d, "genotype.json")))
+    assert g(ref) == g(killed) and not os.path.exists(os.path.join(killed, "selection.pt"))

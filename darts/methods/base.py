@@ -46,7 +46,9 @@ class SearchContext:
     ``val_loader`` the validation split in a fixed order (every rank sees all of it), ``train_batches(n)`` the first
     ``n`` training batches of a fixed pass (for BatchNorm recalibration), ``reduce`` the all-rank mean of a list of
     tensors (identity for one process), ``to_device`` moves a batch where the model runs, ``arch_optimizer`` is the
-    optimizer of the architecture parameters (a controller's too).
+    optimizer of the architecture parameters (a controller's too). A long final choice checkpoints itself with
+    ``save_phase(name, state)`` (tensors and plain values) and continues from ``load_phase(name)`` (None when there
+    is nothing to continue) after a kill.
     """
 
     device: object
@@ -58,6 +60,8 @@ class SearchContext:
     epochs: int
     main: bool = True
     arch_optimizer: object = None
+    save_phase: Callable | None = None
+    load_phase: Callable | None = None
 
 
 class SearchMethod(OptionsOwner):

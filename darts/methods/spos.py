@@ -101,7 +101,15 @@ class SPOS(SinglePathMethod):
             return out
 
         parents: list[tuple] = []
-        for gen in range(o.generations):
+        start = 0
+        saved = ctx.load_phase("selection") if ctx.load_phase is not None else None
+        if saved is not None:  # a killed evolution continues after its last whole generation
+            start = int(saved["generation"])
+            seen.update({tuple(k): float(v) for k, v in saved["seen"]})
+            parents = [tuple(p) for p in saved["parents"]]
+            rng.setstate((saved["draws"][0], tuple(saved["draws"][1]), saved["draws"][2]))
+            ctx.val_stream.load_state_dict(saved["val_stream"])
+        for gen in range(start, o.generations):
             pool = children(lambda p: mutate(rng.choice(p), enc.sizes, o.mutation_prob, rng), o.mutations, parents)
             pool += children(lambda p: crossover(rng.choice(p), rng.choice(p), rng), o.crossovers, parents)
             tries = 0
@@ -111,6 +119,12 @@ class SPOS(SinglePathMethod):
             parents = sorted(set(parents) | set(pool), key=lambda k: (-seen[k], k))[: o.top]
             log.info("spos: generation %d/%d: best %.2f%%, %d cells scored", gen + 1, o.generations,
                      100 * seen[parents[0]], len(seen))
+            if ctx.save_phase is not None and gen + 1 < o.generations:
+                version, internal, gauss = rng.getstate()
+                ctx.save_phase("selection", {"generation": gen + 1, "seen": [[list(k), v] for k, v in seen.items()],
+                                             "parents": [list(p) for p in parents],
+                                             "draws": [version, list(internal), gauss],
+                                             "val_stream": ctx.val_stream.state_dict()})
         best = min(seen, key=lambda k: (-seen[k], k))
         return enc.decode(list(best))
 

@@ -195,6 +195,42 @@ class Run:
                              "rng": rng_state()}, self.dir.file(CHECKPOINT))
         barrier(self.env)
 
+    # -- a phase after the last epoch (a selection on the trained supernet), checkpointed step by step -------
+    def phase_file(self, name: str) -> str:
+        return self.dir.file(f"{name}.pt")
+
+    def save_phase(self, name: str, state: dict) -> None:
+        """Rank 0: save the state of a resumable phase that follows the last epoch (``RUN_DIR/<name>.pt``,
+        atomically, with the options' fingerprint and the torch RNG state). Every rank waits for it."""
+        reserved = {"kind", "phase", "fingerprint", "rng", "format", "layout"} & set(state)
+        if reserved:
+            raise ValueError(f"save_phase: the keys {sorted(reserved)} are the checkpoint's own")
+        if self.main:
+            save_checkpoint({"kind": self.kind, "phase": name, "fingerprint": self._fingerprint, **state,
+                             "rng": rng_state()}, self.phase_file(name))
+        barrier(self.env)
+
+    def load_phase(self, name: str) -> dict | None:
+        """The state :meth:`save_phase` last saved for ``name`` in this run (the RNG state restored), or None if
+        there is none, or it belongs to other options (then it is ignored and the phase starts over)."""
+        path = self.phase_file(name)
+        if not self.resumed or not os.path.exists(path):
+            return None
+        state = load_checkpoint(path, kind=self.kind)
+        if state.get("phase") != name or state.get("fingerprint") != self._fingerprint or "rng" not in state:
+            log.warning("%s belongs to other options; the %s phase starts over", path, name)
+            return None
+        with restoring(path):
+            set_rng_state(state["rng"])
+        log.info("resuming the %s phase from %s", name, path)
+        return state
+
+    def end_phase(self, name: str) -> None:
+        """Rank 0: the phase is over; its state file goes (a resumed run would redo the phase identically)."""
+        if self.main and os.path.exists(self.phase_file(name)):
+            os.remove(self.phase_file(name))
+        barrier(self.env)
+
     @contextmanager
     def epoch(self, epoch: int):
         """Around one epoch's training: a non-finite loss becomes one message that says what was kept."""
