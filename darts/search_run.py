@@ -174,9 +174,14 @@ def final_cell(setup, model, bilevel, train_loader, ctx, cost, genotype):
     if setup.cfg.selection == "pt":
         log.info("DARTS-PT selection: the op of every edge, then each node's inputs, by the supernet's accuracy")
         select_by_perturbation(model, setup.space, setup.cfg, bilevel, train_loader, ctx)
-        return derive(model, setup.cfg, cost)
+        genotype = derive(model, setup.cfg, cost)
+        log.info("final cell (DARTS-PT): %s", genotype)
+        return genotype
     chosen = setup.method.final_genotype(model, ctx)
-    return genotype if chosen is None else chosen
+    if chosen is None:
+        return genotype
+    log.info("final cell (%s's choice on the shared weights): %s", setup.method.name, chosen)
+    return chosen
 
 
 def search_context(run, cfg, a_opt, train_loader, val_stream, val_loader, reduce) -> SearchContext:

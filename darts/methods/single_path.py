@@ -38,7 +38,8 @@ class PathEdge(MixedOp):
         y = None
         for k in chosen:
             out = self.candidates[k](x)
-            out = out if float(weights[k]) == 1.0 else weights[k] * out
+            w = float(weights[k])
+            out = out if w == 1.0 else w * out
             y = out if y is None else y + out
         return y
 
@@ -101,8 +102,11 @@ class SinglePathMethod(SearchMethod):
         return False
 
     def rows(self, genotype, group: str, like: torch.Tensor) -> torch.Tensor:
-        """The weight rows ``(edges, K)`` of ``genotype``'s edges in cell type ``group``, like ``like``."""
-        key = (group, like.device, like.dtype)
+        """The weight rows ``(edges, K)`` of ``genotype``'s edges in cell type ``group``, in ``like``'s dtype.
+
+        They stay on the CPU whatever the model's device: an edge reads which ops to run from its row, and a
+        CPU row tells it without waiting for the GPU."""
+        key = (group, like.dtype)
         cached = self._rows.get(key)
         if cached is not None and cached[0] is genotype:
             return cached[1]
@@ -110,7 +114,6 @@ class SinglePathMethod(SearchMethod):
         for g, row, op in self.space.genotype_edges(genotype):
             if g == group:
                 w[row, self.primitives.index(op)] += 1
-        w = w.to(like.device)
         self._rows[key] = (genotype, w)
         return w
 
