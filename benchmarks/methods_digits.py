@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Every search method, and DARTS with DARTS-PT's selection, on the same digits budget over several seeds, in both
-spaces: seconds per epoch, the supernet's validation accuracy, the parameter-free ops of the normal cell (DARTS
-space), and for NAS-Bench-201 cells the benchmark's CIFAR-10 test accuracy of the cell found (12-epoch table in
-``../shared/nb201/``). The cells are searched on digits: the CIFAR-10 column says how good a cell the method picks
+spaces: seconds per epoch, the supernet's validation accuracy (a sampling method's: its epoch cell's, with batch
+statistics, ``path_val_acc``), the parameter-free ops of the normal cell (DARTS space), and for NAS-Bench-201 cells
+the benchmark's CIFAR-10 test accuracy of the cell found (12-epoch table in ``../shared/nb201/``). The cells are searched on digits: the CIFAR-10 column says how good a cell the method picks
 in the benchmark's space, not how it would do searching on CIFAR-10.
 
 Each run is ``train_search.py --method M --space S --seed N --epochs E`` with the digits defaults (8 channels,
@@ -40,8 +40,9 @@ def run_one(method: str, space: str, seed: int, epochs: int, extra: list[str], w
         return dict(row, error=(p.stderr.strip().splitlines() or ["?"])[-1])
     recs = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
     g = json.load(open(os.path.join(out, "genotype.json")))
+    # a sampling method's cell is scored with batch statistics (the running ones mix every path it trained)
     row.update(epoch_time_s=statistics.mean(r["epoch_time_s"] for r in recs), total_s=round(total, 1),
-               val_acc=recs[-1]["val_acc"])
+               val_acc=recs[-1].get("path_val_acc", recs[-1]["val_acc"]))
     if space == "nb201":
         row["cell"] = g["arch"]
         rec = table.query(g["arch"]) if table is not None else None

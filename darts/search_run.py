@@ -300,7 +300,7 @@ def epoch_record(epoch, lr, t0, meter, model, genotype, val_loader, device, extr
 
 def log_epoch(record: dict, epochs: int, genotype) -> None:
     shown = "".join(f"  {k} {v:.4g}" for k, v in record.items() if k in ("tau", "epsilon", "aux_skip_beta", "stage",
-                                                                          "hessian_eigenvalue", "nb201_test_acc",
+                                                                          "hessian_eigenvalue", "nb201_test_acc", "path_val_acc",
                                                                           "nb201_cifar10_test", "cost_predicted",
                                                                           "cost_measured")
                     or k.startswith("above_threshold"))

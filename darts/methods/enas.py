@@ -333,7 +333,7 @@ class ENAS(SinglePathMethod):
                 nn.utils.clip_grad_norm_(params, o.grad_clip)
             opt.step()
         self.shown = self.best_of(model, o.eval_samples, ctx, ("epoch-cells", self.epoch))[0]
-        out = {"controller_baseline": float(c.baseline)}
+        out = {"controller_baseline": float(c.baseline), **super().after_epoch(model, ctx)}
         if rewards:
             out["controller_reward"] = sum(rewards) / len(rewards)
         return out

@@ -126,6 +126,12 @@ class SinglePathMethod(SearchMethod):
     def current_genotype(self, model):
         return self.shown
 
+    def after_epoch(self, model, ctx):
+        """The epoch's cell's accuracy on the validation split with each batch's own BatchNorm statistics
+        (``path_val_acc``): the running statistics mix every path trained, so ``val_acc`` understates any one."""
+        with self.showing(self.shown):
+            return {"path_val_acc": batch_accuracy(model, ctx.val_loader, ctx, batch_stats=True)}
+
     @contextlib.contextmanager
     def showing(self, genotype):
         """Every pass runs ``genotype`` inside the block (training passes too, for BatchNorm recalibration)."""

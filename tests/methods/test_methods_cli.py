@@ -158,6 +158,7 @@ def test_sampling_methods_one_nb201_epoch(method, tmp_path):
              "spos": "spos: generation 3/3"}[method]
     assert final in p.stdout  # the small presets' final choice on the shared weights
     rec = metrics(out)[-1]
+    assert 0 <= rec["path_val_acc"] <= 1  # the epoch's cell with batch statistics
     if method == "enas":
         assert {"controller_reward", "controller_baseline", "controller_entropy"} <= set(rec)
         ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
