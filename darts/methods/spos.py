@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..options import option
+from ..strategies.base import _rng_state, _rng_tuple
 from .registry import register_method
 from .single_path import SinglePathMethod, batch_accuracy, recalibrated_bn
 
@@ -107,7 +108,7 @@ class SPOS(SinglePathMethod):
             start = int(saved["generation"])
             seen.update({tuple(k): float(v) for k, v in saved["seen"]})
             parents = [tuple(p) for p in saved["parents"]]
-            rng.setstate((saved["draws"][0], tuple(saved["draws"][1]), saved["draws"][2]))
+            rng.setstate(_rng_tuple(saved["draws"]))
             ctx.val_stream.load_state_dict(saved["val_stream"])
         for gen in range(start, o.generations):
             pool = children(lambda p: mutate(rng.choice(p), enc.sizes, o.mutation_prob, rng), o.mutations, parents)
@@ -120,10 +121,9 @@ class SPOS(SinglePathMethod):
             log.info("spos: generation %d/%d: best %.2f%%, %d cells scored", gen + 1, o.generations,
                      100 * seen[parents[0]], len(seen))
             if ctx.save_phase is not None and gen + 1 < o.generations:
-                version, internal, gauss = rng.getstate()
                 ctx.save_phase("selection", {"generation": gen + 1, "seen": [[list(k), v] for k, v in seen.items()],
                                              "parents": [list(p) for p in parents],
-                                             "draws": [version, list(internal), gauss],
+                                             "draws": _rng_state(rng),
                                              "val_stream": ctx.val_stream.state_dict()})
         best = min(seen, key=lambda k: (-seen[k], k))
         return enc.decode(list(best))
